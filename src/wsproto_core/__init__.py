@@ -1,0 +1,110 @@
+"""wsproto_core: a sans-I/O WebSocket protocol core (RFC 6455, RFC 7692).
+
+It turns bytes into events and events into bytes, and never touches a
+socket, a clock, a thread or an event loop. A server, in full::
+
+    conn = ServerConnection()
+    conn.receive_data(request_bytes)
+    event = conn.next_event()          # HandshakeRequest
+    conn.accept()
+    transport.write(conn.data_to_send())
+
+See the adapters ``wsproto_sync``, ``wsproto_asyncio`` and ``wsproto_trio``
+for ready-made ``Conn`` / ``Upgrader`` / ``Dialer`` on top of it.
+"""
+
+from .connection import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    ClientConnection,
+    Connection,
+    Role,
+    ServerConnection,
+)
+from .constants import CloseCode, MessageType, Opcode, is_valid_close_code
+from .errors import (
+    CloseError,
+    CloseSentError,
+    HandshakeError,
+    LocalProtocolError,
+    ReadLimitError,
+    RemoteProtocolError,
+    WebSocketError,
+    is_close_error,
+    is_unexpected_close_error,
+)
+from .events import (
+    Close,
+    Event,
+    HandshakeRejected,
+    HandshakeRequest,
+    HandshakeResponse,
+    HTTPRequest,
+    Message,
+    MessageData,
+    MessageEnd,
+    MessageStart,
+    Ping,
+    Pong,
+)
+from .extensions import ClientExtensionFactory, Extension, ServerExtensionFactory
+from .frames import Frame, format_close_message, parse_close_payload, parse_frame, serialize_frame
+from .handshake import accept_key, is_websocket_upgrade, same_origin, subprotocols
+from .headers import ExtensionOffer, Headers
+from .mask import apply_mask
+from .memory import ConnectionPair
+from .state import State
+from .uri import WebSocketURI, parse_uri
+
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "ClientConnection",
+    "ClientExtensionFactory",
+    "Close",
+    "CloseCode",
+    "CloseError",
+    "CloseSentError",
+    "Connection",
+    "ConnectionPair",
+    "Event",
+    "Extension",
+    "ExtensionOffer",
+    "Frame",
+    "HTTPRequest",
+    "HandshakeError",
+    "HandshakeRejected",
+    "HandshakeRequest",
+    "HandshakeResponse",
+    "Headers",
+    "LocalProtocolError",
+    "Message",
+    "MessageData",
+    "MessageEnd",
+    "MessageStart",
+    "MessageType",
+    "Opcode",
+    "Ping",
+    "Pong",
+    "ReadLimitError",
+    "RemoteProtocolError",
+    "Role",
+    "ServerConnection",
+    "ServerExtensionFactory",
+    "State",
+    "WebSocketError",
+    "WebSocketURI",
+    "accept_key",
+    "apply_mask",
+    "format_close_message",
+    "is_close_error",
+    "is_unexpected_close_error",
+    "is_valid_close_code",
+    "is_websocket_upgrade",
+    "parse_close_payload",
+    "parse_frame",
+    "parse_uri",
+    "same_origin",
+    "serialize_frame",
+    "subprotocols",
+]
+
+__version__ = "0.1.0"

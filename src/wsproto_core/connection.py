@@ -1,0 +1,806 @@
+"""WebSocket connections: the framing state machine, for either role.
+
+One driving style, h11's, everywhere:
+
+* ``receive_data(bytes)`` / ``receive_eof()`` store what the network gave;
+  they never parse and never raise for the peer's sake.
+* ``next_event()`` parses lazily and returns one event, or ``None`` when it
+  needs more bytes. It is the only place a peer's error surfaces.
+* ``send_*()`` methods queue frames; ``data_to_send()`` returns everything
+  queued, including what ``next_event()`` queued (Pongs, the Close echo, the
+  Close that fails a connection). Drain it after every call of either kind.
+
+Invariants:
+
+* Input is consumed as it arrives: a data frame's payload is unmasked,
+  decoded, size-checked and UTF-8-checked piece by piece, so the receive
+  buffer never holds more than the last read, errors are found at the first
+  bad byte, and nothing larger than the read limit is ever allocated.
+* Once a Close frame is received or the connection fails, input is
+  discarded (RFC 6455 §1.4, §7.1.7).
+* Every state change goes through :func:`~wsproto_core.state.transition`.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+
+from .constants import CloseCode, MessageType, Opcode
+from .errors import HandshakeError, LocalProtocolError, ReadLimitError, RemoteProtocolError
+from .events import (
+    Close,
+    Event,
+    HandshakeRejected,
+    HandshakeRequest,
+    HandshakeResponse,
+    HTTPRequest,
+    Message,
+    MessageData,
+    MessageEnd,
+    MessageStart,
+    Ping,
+    Pong,
+)
+from .extensions.base import ClientExtensionFactory, Extension, ServerExtensionFactory
+from .frames import (
+    FrameHeader,
+    format_close_message,
+    parse_close_payload,
+    parse_header,
+    serialize_header,
+)
+from .handshake import (
+    DEFAULT_MAX_HANDSHAKE_SIZE,
+    DEFAULT_MAX_REJECTED_BODY_SIZE,
+    ClientHandshake,
+    OriginCheck,
+    ServerHandshake,
+    same_origin,
+)
+from .headers import HeadersLike
+from .mask import apply_mask
+from .state import RECEIVE_TRANSITIONS, SEND_TRANSITIONS, State, transition
+from .uri import WebSocketURI
+from .utf8 import Utf8Decoder, decode_text
+
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "ClientConnection",
+    "Connection",
+    "Role",
+    "ServerConnection",
+]
+
+DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
+_MASK_POOL = 4096  # random bytes fetched at once: 1024 masking keys per system call
+
+Data = bytes | bytearray | memoryview
+
+
+class Role(enum.Enum):
+    """Which end of the connection we are; it decides who masks (RFC 6455 §5.1)."""
+
+    CLIENT = "client"
+    SERVER = "server"
+
+
+class Connection:
+    """A WebSocket connection whose handshake is done: the framing layer.
+
+    Build one directly for a stream opened by other means (for example an
+    HTTP/2 extended CONNECT, RFC 8441) or in tests; it starts ``OPEN``. For
+    the HTTP/1.1 handshake, use :class:`ClientConnection` or
+    :class:`ServerConnection`, which start ``CONNECTING``.
+
+    Args:
+        role: our role; a client masks its frames, a server refuses
+            unmasked ones.
+        extensions: negotiated extensions, in the order of the handshake.
+        subprotocol: the negotiated subprotocol, if any.
+        max_message_size: the read limit in bytes (after decompression), or
+            ``None`` for none; a longer message fails the connection with 1009.
+        auto_pong: answer each Ping with a Pong automatically.
+        stream_messages: deliver messages as :class:`MessageStart`,
+            :class:`MessageData`, :class:`MessageEnd` instead of whole.
+        random_bytes: the source of masking keys; must be unpredictable
+            (RFC 6455 §10.3). Replace it only in tests.
+    """
+
+    def __init__(
+        self,
+        role: Role,
+        *,
+        extensions: Sequence[Extension] = (),
+        subprotocol: str | None = None,
+        max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+        auto_pong: bool = True,
+        stream_messages: bool = False,
+        random_bytes: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        self._role = role
+        self._client = role is Role.CLIENT
+        self._state = State.OPEN
+        self._set_extensions(extensions)
+        self.subprotocol = subprotocol
+        self.max_message_size = max_message_size
+        self.auto_pong = auto_pong
+        #: Deliver the next messages in pieces; takes effect at the next message.
+        self.stream_messages = stream_messages
+        self._random_bytes = random_bytes
+        self._mask_pool = b""
+        self._mask_pos = 0
+
+        self._buffer = bytearray()
+        self._eof = False
+        self._failed = False
+        self._events: deque[Event] = deque()
+        self._out: list[bytes] = []
+        #: The Close we sent, or ``None``.
+        self.close_sent: Close | None = None
+        #: The Close we received (code 1006 if the transport ended without one), or ``None``.
+        self.close_received: Close | None = None
+
+        # The data frame being read: its header, and how much payload is left.
+        self._frame: FrameHeader | None = None
+        self._remaining = 0
+        self._offset = 0
+        # The message being read.
+        self._reading = False
+        self._text = False
+        self._rsv = 0
+        self._size = 0
+        self._streaming = False
+        self._parts: list[bytes] | list[str] = []
+        self._utf8: Utf8Decoder | None = None
+        # The message being sent in fragments, if any.
+        self._sending: Opcode | None = None
+
+    def _set_extensions(self, extensions: Sequence[Extension]) -> None:
+        claimed = 0
+        for extension in extensions:
+            if extension.rsv & claimed:
+                raise LocalProtocolError("two extensions claim the same RSV bit")
+            claimed |= extension.rsv
+        self.extensions: tuple[Extension, ...] = tuple(extensions)
+        self._claimed_rsv = claimed
+
+    # -- properties -------------------------------------------------------------
+
+    @property
+    def role(self) -> Role:
+        """Our role."""
+        return self._role
+
+    @property
+    def state(self) -> State:
+        """The connection's state."""
+        return self._state
+
+    @property
+    def max_message_size(self) -> int | None:
+        """The read limit in bytes, or ``None``. Applies from the next frame on."""
+        return self._max_size
+
+    @max_message_size.setter
+    def max_message_size(self, value: int | None) -> None:
+        if value is not None and value < 0:
+            raise LocalProtocolError("max_message_size must be >= 0, or None for no limit")
+        self._max_size = value
+
+    def close_expected(self) -> bool:
+        """Tell whether the transport should be closed now.
+
+        True once the connection is ``CLOSED`` on a server, and on a client
+        whose connection failed or whose transport already ended. A client
+        that finished the closing handshake normally waits for the server to
+        close the TCP connection first ("the server SHOULD close the TCP
+        connection first" -- RFC 6455 §7.1.1); give it a bounded time, then
+        close it yourself.
+        """
+        if self._state is not State.CLOSED:
+            return False
+        return not self._client or self._failed or self._eof
+
+    # -- input ------------------------------------------------------------------
+
+    def receive_data(self, data: Data) -> None:
+        """Feed bytes read from the network.
+
+        Afterwards, call :meth:`next_event` until it returns ``None``, and send
+        :meth:`data_to_send` to the peer.
+
+        Raises:
+            LocalProtocolError: called after :meth:`receive_eof`.
+        """
+        if self._eof:
+            raise LocalProtocolError("receive_data() after receive_eof()")
+        if self._state is State.CONNECTING:
+            self._handshake_data(bytes(data))
+        elif self.close_received is None and not self._failed:
+            self._buffer += data
+
+    def receive_eof(self) -> None:
+        """Tell the connection that the peer closed its side of the transport.
+
+        Then call :meth:`next_event` as usual: it reports a :class:`Close`
+        with code 1006 if the peer vanished without a closing handshake.
+        """
+        if not self._eof:
+            self._eof = True
+            if self._state is State.CONNECTING:
+                self._handshake_data(b"")
+
+    def _handshake_data(self, data: bytes) -> None:
+        raise NotImplementedError  # pragma: no cover - only subclasses start CONNECTING
+
+    def next_event(self) -> Event | None:
+        """Return the next event, or ``None`` if more data is needed.
+
+        After it returns, send :meth:`data_to_send`: it may hold a Pong, the
+        Close echo, or a handshake response.
+
+        Raises:
+            RemoteProtocolError: the peer broke the protocol. The Close frame
+                with the RFC's code is queued and the state is ``CLOSED``;
+                send :meth:`data_to_send`, then close the transport.
+            HandshakeError: the opening handshake failed (see its docs).
+        """
+        if self._events:
+            return self._events.popleft()
+        try:
+            if self._state is State.CONNECTING:
+                return self._handshake_event()
+            return self._frame_event()
+        except RemoteProtocolError as exc:
+            self._fail(exc.code, exc.reason)
+            raise
+        except HandshakeError:
+            self._failed = True
+            self._state = State.CLOSED
+            raise
+
+    def _handshake_event(self) -> Event | None:
+        raise NotImplementedError  # pragma: no cover - only subclasses start CONNECTING
+
+    def _fail(self, code: int, reason: str) -> None:
+        # "_Fail the WebSocket Connection_": send a Close frame if none was
+        # sent, stop processing input, close the transport -- RFC 6455 §7.1.7.
+        if self.close_sent is None and self._state is not State.CONNECTING:
+            self.close_sent = Close(code=code, reason=reason)
+            self._queue_close(format_close_message(code, reason[:100]))
+        self._failed = True
+        self._state = State.CLOSED
+        self._buffer.clear()
+
+    def _frame_event(self) -> Event | None:
+        buf = self._buffer
+        while True:
+            if self.close_received is not None or self._failed:
+                return None
+            frame = self._frame
+            if frame is None:
+                header = parse_header(buf)
+                if header is None:
+                    return self._end_of_input()
+                if self._header_needs_payload(header):
+                    if len(buf) < header.size + header.length:
+                        return self._end_of_input()
+                    payload = self._take(header.size, header.length, header.mask_key)
+                    return self._control(header, payload)
+                del buf[: header.size]
+                self._frame = header
+                self._remaining = header.length
+                self._offset = 0
+                if header.opcode:
+                    event = self._start_message(header)
+                    if event is not None:
+                        return event
+                continue
+            remaining = self._remaining
+            size = len(buf)
+            if size < remaining:
+                if not size:
+                    return self._end_of_input()
+                remaining = size
+            chunk = self._take(0, remaining, frame.mask_key, self._offset)
+            self._offset += remaining
+            self._remaining -= remaining
+            last = False
+            if not self._remaining:
+                self._frame = None
+                last = frame.fin
+            event = self._message_piece(chunk, last)
+            if event is not None:
+                return event
+
+    def _take(self, skip: int, size: int, mask_key: bytes | None, offset: int = 0) -> bytes:
+        # One copy out of the buffer (or one unmasking pass), then drop the
+        # consumed bytes; deleting from the front of a bytearray is O(1).
+        buf = self._buffer
+        end = skip + size
+        if mask_key is None and not skip and end == len(buf):
+            data = bytes(buf)
+        else:
+            with memoryview(buf) as view, view[skip:end] as piece:
+                data = bytes(piece) if mask_key is None else apply_mask(piece, mask_key, offset)
+        del buf[:end]
+        return data
+
+    def _end_of_input(self) -> Event | None:
+        if not self._eof:
+            return None
+        # The transport ended without a Close frame: "_The WebSocket
+        # Connection is Closed_" with code 1006 (RFC 6455 §7.1.5, §7.4.1).
+        event = Close(code=CloseCode.ABNORMAL_CLOSURE)
+        self._state = transition(RECEIVE_TRANSITIONS, self._state, Close)
+        self.close_received = event
+        self._buffer.clear()
+        return event
+
+    def _header_needs_payload(self, header: FrameHeader) -> bool:
+        """Check the header against the connection; ``True`` for a control frame."""
+        # "The server MUST close the connection upon receiving a frame that is
+        # not masked. [...] A client MUST close a connection if it detects a
+        # masked frame." -- RFC 6455 §5.1
+        if (header.mask_key is None) is not self._client:
+            raise RemoteProtocolError(
+                CloseCode.PROTOCOL_ERROR,
+                "server frame is masked" if self._client else "client frame is not masked",
+            )
+        opcode = header.opcode
+        if opcode >= 0x8:
+            if header.rsv:
+                raise RemoteProtocolError(
+                    CloseCode.PROTOCOL_ERROR, "RSV bits set on a control frame"
+                )
+            return True
+        if opcode:  # TEXT or BINARY: a new message
+            if self._reading:
+                raise RemoteProtocolError(
+                    CloseCode.PROTOCOL_ERROR, "new message started before the last one ended"
+                )
+            # "If a nonzero value is received and none of the negotiated
+            # extensions defines the meaning of such a nonzero value, the
+            # receiving endpoint MUST _Fail the WebSocket Connection_." -- §5.2
+            if header.rsv & ~self._claimed_rsv:
+                raise RemoteProtocolError(CloseCode.PROTOCOL_ERROR, "reserved bits set")
+        else:
+            if not self._reading:
+                raise RemoteProtocolError(
+                    CloseCode.PROTOCOL_ERROR, "continuation frame without a message to continue"
+                )
+            if header.rsv:
+                raise RemoteProtocolError(
+                    CloseCode.PROTOCOL_ERROR, "RSV bits set on a continuation frame"
+                )
+        limit = self._max_size
+        # Refuse an announced length past the read limit before buffering any
+        # of it. An extension (compression) may change the size, so then the
+        # decoded size is checked instead, as it is produced.
+        transformed = header.rsv if opcode else self._rsv
+        so_far = self._size if not opcode else 0
+        if limit is not None and not transformed and so_far + header.length > limit:
+            raise ReadLimitError(f"message larger than the read limit of {limit} bytes")
+        return False
+
+    def _start_message(self, header: FrameHeader) -> Event | None:
+        self._reading = True
+        self._text = header.opcode is Opcode.TEXT
+        self._rsv = header.rsv
+        self._size = 0
+        self._streaming = self.stream_messages
+        self._parts = []
+        self._utf8 = None
+        if self._streaming:
+            return MessageStart(message_type=MessageType(header.opcode))
+        return None
+
+    def _message_piece(self, chunk: bytes, last: bool) -> Event | None:
+        if self._rsv:
+            chunk = self._decode(chunk, last)
+        size = self._size = self._size + len(chunk)
+        if self._max_size is not None and size > self._max_size:
+            raise ReadLimitError(f"message larger than the read limit of {self._max_size} bytes")
+        if self._streaming:
+            if self._text:
+                if self._utf8 is None:
+                    self._utf8 = Utf8Decoder()
+                self._utf8.decode(chunk, last)
+            if last:
+                self._reading = False
+                if chunk:
+                    self._events.append(MessageEnd())
+                    return MessageData(data=chunk)
+                return MessageEnd()
+            return MessageData(data=chunk) if chunk else None
+        if last:
+            self._reading = False
+            parts = self._parts
+            self._parts = []
+            if self._text:
+                if self._utf8 is None:
+                    return Message(data=decode_text(chunk))
+                parts.append(self._utf8.decode(chunk, True))  # type: ignore[arg-type]
+                return Message(data="".join(parts))  # type: ignore[arg-type]
+            if not parts:
+                return Message(data=chunk)
+            parts.append(chunk)  # type: ignore[arg-type]
+            return Message(data=b"".join(parts))  # type: ignore[arg-type]
+        if chunk:
+            if self._text:
+                if self._utf8 is None:
+                    self._utf8 = Utf8Decoder()
+                chunk = self._utf8.decode(chunk, False)  # type: ignore[assignment]
+            self._parts.append(chunk)  # type: ignore[arg-type]
+        return None
+
+    def _decode(self, chunk: bytes, last: bool) -> bytes:
+        limit = None if self._max_size is None else self._max_size - self._size
+        for extension in reversed(self.extensions):
+            rsv = self._rsv & extension.rsv
+            if not rsv:
+                continue
+            try:
+                chunk = extension.decode(chunk, rsv=rsv, fin=last, max_size=limit)
+            except RemoteProtocolError:
+                raise
+            except Exception as exc:  # a bug in an extension must not escape as a crash
+                raise RemoteProtocolError(CloseCode.INTERNAL_ERROR, "internal error") from exc
+        return chunk
+
+    def _control(self, header: FrameHeader, payload: bytes) -> Event:
+        opcode = header.opcode
+        if opcode is Opcode.PING:
+            # "Upon receipt of a Ping frame, an endpoint MUST send a Pong frame
+            # in response, unless it already received a Close frame." -- §5.5.2
+            if self.auto_pong and self.close_sent is None:
+                self._queue(Opcode.PONG, payload)
+            return Ping(payload=payload)
+        if opcode is Opcode.PONG:
+            return Pong(payload=payload)
+        code, reason = parse_close_payload(payload)
+        event = Close(code=code, reason=reason)
+        self._state = transition(RECEIVE_TRANSITIONS, self._state, Close)
+        self.close_received = event
+        if self.close_sent is None:
+            # "If an endpoint receives a Close frame and did not previously
+            # send a Close frame, the endpoint MUST send a Close frame in
+            # response. [...] it typically echos the status code it
+            # received." -- RFC 6455 §5.5.1
+            self.close_sent = Close(code=code)
+            self._queue_close(format_close_message(code))
+        self._buffer.clear()
+        return event
+
+    # -- output -----------------------------------------------------------------
+
+    def data_to_send(self) -> bytes:
+        """Return and forget the bytes queued for the peer (``b""`` if none)."""
+        out = self._out
+        if not out:
+            return b""
+        self._out = []
+        return out[0] if len(out) == 1 else b"".join(out)
+
+    def _mask_key(self) -> bytes:
+        pos = self._mask_pos
+        if pos >= len(self._mask_pool):
+            self._mask_pool = self._random_bytes(_MASK_POOL)
+            pos = 0
+        self._mask_pos = pos + 4
+        return self._mask_pool[pos : pos + 4]
+
+    def _queue(self, opcode: Opcode, payload: Data, *, fin: bool = True, rsv: int = 0) -> None:
+        if self._client:
+            key = self._mask_key()
+            self._out.append(serialize_header(opcode, len(payload), fin=fin, rsv=rsv, mask_key=key))
+            self._out.append(apply_mask(payload, key))
+        else:
+            self._out.append(serialize_header(opcode, len(payload), fin=fin, rsv=rsv))
+            self._out.append(bytes(payload) if not isinstance(payload, bytes) else payload)
+
+    def _queue_close(self, payload: bytes) -> None:
+        self._queue(Opcode.CLOSE, payload)
+
+    def send_text(self, data: str | Data, *, fin: bool = True) -> None:
+        """Queue a text message, or a fragment of one.
+
+        Args:
+            data: the text; ``bytes`` are sent as they are and must be UTF-8.
+            fin: ``False`` to send a fragment: later ``send_text()`` calls
+                continue the same message until one has ``fin=True``.
+
+        Raises:
+            LocalProtocolError: the connection is not open, or a binary
+                message is half sent.
+            CloseSentError: a Close frame was already sent.
+        """
+        self._send_data(Opcode.TEXT, data.encode() if isinstance(data, str) else data, fin)
+
+    def send_binary(self, data: Data, *, fin: bool = True) -> None:
+        """Queue a binary message, or a fragment of one (see :meth:`send_text`)."""
+        self._send_data(Opcode.BINARY, data, fin)
+
+    def send_message(self, message_type: MessageType | int, data: str | Data) -> None:
+        """Queue a whole message of ``message_type`` (gorilla: ``WriteMessage``).
+
+        Text, binary, ping, pong and close types are accepted, so a program
+        can forward what it reads without sorting it first. For a close, the
+        data is a Close payload (see :func:`~wsproto_core.frames.format_close_message`).
+        """
+        payload = data.encode() if isinstance(data, str) else data
+        if message_type == MessageType.TEXT:
+            self._send_data(Opcode.TEXT, payload, True)
+        elif message_type == MessageType.BINARY:
+            self._send_data(Opcode.BINARY, payload, True)
+        elif message_type == MessageType.PING:
+            self.send_ping(payload)
+        elif message_type == MessageType.PONG:
+            self.send_pong(payload)
+        elif message_type == MessageType.CLOSE:
+            try:
+                code, reason = parse_close_payload(bytes(payload))
+            except RemoteProtocolError as exc:
+                raise LocalProtocolError(f"invalid Close payload: {exc.reason}") from None
+            self.send_close(code, reason)
+        else:
+            raise LocalProtocolError(f"unknown message type {message_type!r}")
+
+    def _send_data(self, opcode: Opcode, data: Data, fin: bool) -> None:
+        state = transition(SEND_TRANSITIONS, self._state, Message)
+        sending = self._sending
+        if sending is None:
+            first = True
+            frame_opcode = opcode
+        elif sending is opcode:
+            first = False
+            frame_opcode = Opcode.CONTINUATION
+        else:
+            raise LocalProtocolError(
+                f"a fragmented {sending.name.lower()} message is in progress; finish it first"
+            )
+        rsv = 0
+        if self.extensions:
+            payload = bytes(data)
+            for extension in self.extensions:
+                payload, bits = extension.encode(payload, first=first, fin=fin)
+                if first:
+                    rsv |= bits
+            data = payload
+        self._queue(frame_opcode, data, fin=fin, rsv=rsv)
+        self._sending = None if fin else opcode
+        self._state = state
+
+    def send_ping(self, payload: Data = b"") -> None:
+        """Queue a Ping (at most 125 bytes). The peer answers with a :class:`Pong`."""
+        self._send_control(Opcode.PING, Ping, payload)
+
+    def send_pong(self, payload: Data = b"") -> None:
+        """Queue a Pong: an answer to a Ping when ``auto_pong`` is off, or a heartbeat."""
+        self._send_control(Opcode.PONG, Pong, payload)
+
+    def _send_control(self, opcode: Opcode, kind: type[Event], payload: Data) -> None:
+        state = transition(SEND_TRANSITIONS, self._state, kind)
+        if len(payload) > 125:
+            raise LocalProtocolError("control frame payloads are at most 125 bytes (RFC 6455 §5.5)")
+        self._queue(opcode, payload)
+        self._state = state
+
+    def send_close(self, code: int | None = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
+        """Start the closing handshake (RFC 6455 §7.1.2).
+
+        Keep reading afterwards: messages may still arrive until the peer's
+        :class:`Close`. You need not answer a Close you receive: the core
+        echoes it.
+
+        Args:
+            code: the close code, or ``None`` to send no code (the peer then
+                sees 1005).
+            reason: a short UTF-8 reason, at most 123 bytes encoded.
+
+        Raises:
+            LocalProtocolError: the code may not be sent (1005, 1006, 1015,
+                reserved codes) or the reason is too long.
+            CloseSentError: a Close frame was already sent.
+        """
+        state = transition(SEND_TRANSITIONS, self._state, Close)
+        if code is None:
+            code = CloseCode.NO_STATUS_RCVD
+        payload = format_close_message(code, reason)
+        self._queue_close(payload)
+        self.close_sent = Close(code=code, reason=reason)
+        self._state = state
+
+
+class ClientConnection(Connection):
+    """The client end, starting with the opening handshake (RFC 6455 §4.1).
+
+    The upgrade request is queued as soon as the object exists: send
+    :meth:`data_to_send`, feed the response, and call :meth:`next_event`
+    until it returns a :class:`HandshakeResponse` (now ``OPEN``) or a
+    :class:`HandshakeRejected` (now ``CLOSED``).
+
+    Args:
+        uri: ``ws://`` or ``wss://`` URI (only host, port and path are
+            used; the transport is yours to open).
+        origin: the ``Origin`` header to send, if any.
+        subprotocols: subprotocols to offer, in order of preference.
+        extensions: extensions to offer, in order of preference.
+        extra_headers: more request headers (``Authorization``, ...).
+        cookies: cookies to send in a ``Cookie`` header.
+        max_handshake_size: the most bytes the response head may take.
+        max_rejected_body_size: how much of a refusal's body to keep.
+        **options: as for :class:`Connection`.
+    """
+
+    def __init__(
+        self,
+        uri: str | WebSocketURI,
+        *,
+        origin: str | None = None,
+        subprotocols: Sequence[str] = (),
+        extensions: Sequence[ClientExtensionFactory] = (),
+        extra_headers: HeadersLike = (),
+        cookies: Mapping[str, str] | None = None,
+        max_handshake_size: int = DEFAULT_MAX_HANDSHAKE_SIZE,
+        max_rejected_body_size: int = DEFAULT_MAX_REJECTED_BODY_SIZE,
+        max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+        auto_pong: bool = True,
+        stream_messages: bool = False,
+        random_bytes: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        super().__init__(
+            Role.CLIENT,
+            max_message_size=max_message_size,
+            auto_pong=auto_pong,
+            stream_messages=stream_messages,
+            random_bytes=random_bytes,
+        )
+        self._state = State.CONNECTING
+        self._handshake = ClientHandshake(
+            uri,
+            origin=origin,
+            subprotocols=subprotocols,
+            extensions=extensions,
+            extra_headers=extra_headers,
+            cookies=cookies,
+            random_bytes=random_bytes,
+            max_handshake_size=max_handshake_size,
+            max_rejected_body_size=max_rejected_body_size,
+        )
+        #: The response that opened the connection, once it has.
+        self.handshake_response: HandshakeResponse | None = None
+        self._out.append(self._handshake.request)
+
+    @property
+    def uri(self) -> WebSocketURI:
+        """The URI this client connects to."""
+        return self._handshake.uri
+
+    def _handshake_data(self, data: bytes) -> None:
+        self._handshake.receive_data(data)
+
+    def _handshake_event(self) -> Event | None:
+        event = self._handshake.next_event()
+        if event is None:
+            return None
+        self._state = transition(RECEIVE_TRANSITIONS, self._state, type(event))
+        if isinstance(event, HandshakeResponse):
+            self._set_extensions(self._handshake.extensions)
+            self.subprotocol = event.subprotocol
+            self.handshake_response = event
+            self._buffer += self._handshake.trailing_data
+        else:
+            self._failed = True  # nothing more will come; close the transport
+        return event
+
+
+class ServerConnection(Connection):
+    """The server end, starting with the opening handshake (RFC 6455 §4.2).
+
+    Feed the request and call :meth:`next_event`: a valid handshake gives a
+    :class:`HandshakeRequest`, to answer with :meth:`accept` or
+    :meth:`reject`; a plain HTTP request gives an :class:`HTTPRequest`, to
+    answer with :meth:`reject`. An invalid handshake raises
+    :class:`HandshakeError` with the HTTP error response already queued.
+
+    Args:
+        subprotocols: subprotocols this server speaks, in order of preference.
+        extensions: extensions this server supports.
+        check_origin: the origin policy; the default, :func:`same_origin`,
+            refuses browsers on other sites with 403. ``None`` accepts every
+            origin: do that only if you authenticate otherwise.
+        max_handshake_size: the most bytes a request head may take.
+        **options: as for :class:`Connection`.
+    """
+
+    def __init__(
+        self,
+        *,
+        subprotocols: Sequence[str] = (),
+        extensions: Sequence[ServerExtensionFactory] = (),
+        check_origin: OriginCheck | None = same_origin,
+        max_handshake_size: int = DEFAULT_MAX_HANDSHAKE_SIZE,
+        max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+        auto_pong: bool = True,
+        stream_messages: bool = False,
+    ) -> None:
+        super().__init__(
+            Role.SERVER,
+            max_message_size=max_message_size,
+            auto_pong=auto_pong,
+            stream_messages=stream_messages,
+        )
+        self._state = State.CONNECTING
+        self._handshake = ServerHandshake(
+            subprotocols=subprotocols,
+            extensions=extensions,
+            check_origin=check_origin,
+            max_handshake_size=max_handshake_size,
+        )
+        #: The request being answered, once it has arrived.
+        self.handshake_request: HandshakeRequest | HTTPRequest | None = None
+
+    def _handshake_data(self, data: bytes) -> None:
+        self._handshake.receive_data(data)
+
+    def _handshake_event(self) -> Event | None:
+        try:
+            event = self._handshake.next_event()
+        except HandshakeError:
+            self._out.append(self._handshake.response)
+            raise
+        if event is not None:
+            self._state = transition(RECEIVE_TRANSITIONS, self._state, type(event))
+            self.handshake_request = event
+        return event
+
+    def accept(
+        self, *, subprotocol: str | None = None, extra_headers: HeadersLike = ()
+    ) -> HandshakeResponse:
+        """Accept the :class:`HandshakeRequest`; the connection is then ``OPEN``.
+
+        Args:
+            subprotocol: the subprotocol to select; by default the first of
+                ``subprotocols`` the client offered (gorilla's rule), or none.
+            extra_headers: more response headers (``Set-Cookie``, ...).
+
+        Returns:
+            What was agreed: headers sent, subprotocol and extensions.
+
+        Raises:
+            LocalProtocolError: no handshake request to accept, a subprotocol
+                the client did not offer, or a header the handshake owns.
+        """
+        state = transition(SEND_TRANSITIONS, self._state, HandshakeResponse)
+        response, event = self._handshake.accept(
+            subprotocol=subprotocol, extra_headers=extra_headers
+        )
+        self._set_extensions(self._handshake.extensions)
+        self.subprotocol = event.subprotocol
+        self._out.append(response)
+        self._state = state
+        self._buffer += self._handshake.trailing_data
+        return event
+
+    def reject(
+        self, status_code: int | None = None, headers: HeadersLike = (), body: bytes = b""
+    ) -> None:
+        """Answer the request with an HTTP response; the connection is then ``CLOSED``.
+
+        Args:
+            status_code: by default 403 for a :class:`HandshakeRequest` and
+                426 (with ``Upgrade: websocket``) for an :class:`HTTPRequest`.
+            headers: response headers.
+            body: the response body.
+
+        Raises:
+            LocalProtocolError: no request to answer, or not a final status.
+        """
+        state = transition(SEND_TRANSITIONS, self._state, HandshakeRejected)
+        self._out.append(self._handshake.reject(status_code, headers, body))
+        self._state = state
+        self._failed = True  # the transport closes after the response

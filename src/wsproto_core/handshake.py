@@ -1,0 +1,554 @@
+"""The opening handshake (RFC 6455 §4) over HTTP/1.1, parsed and written by h11.
+
+:class:`ClientHandshake` builds the upgrade request and checks the server's
+answer; :class:`ServerHandshake` checks a request and writes the answer. Both
+hand over to the framing layer with the bytes that followed the handshake in
+the same read, so none are lost. Every input is bounded by a size limit, and
+every failure is a :class:`~wsproto_core.errors.HandshakeError`; a server
+has then already queued the HTTP error response the RFC asks for.
+
+The module-level helpers are gorilla/websocket's: ``IsWebSocketUpgrade``,
+``Subprotocols`` and the default same-origin check.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+import urllib.parse
+from collections.abc import Callable, Mapping, Sequence
+
+import h11
+
+from .errors import HandshakeError, LocalProtocolError
+from .events import HandshakeRejected, HandshakeRequest, HandshakeResponse, HTTPRequest
+from .extensions.base import ClientExtensionFactory, Extension, ServerExtensionFactory
+from .headers import (
+    ExtensionOffer,
+    Headers,
+    HeadersLike,
+    format_extensions,
+    parse_extensions,
+    parse_token_list,
+)
+from .uri import WebSocketURI, parse_uri
+
+__all__ = [
+    "DEFAULT_MAX_HANDSHAKE_SIZE",
+    "ClientHandshake",
+    "OriginCheck",
+    "ServerHandshake",
+    "accept_key",
+    "is_websocket_upgrade",
+    "same_origin",
+    "subprotocols",
+]
+
+GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
+VERSION = "13"  # RFC 6455 §4.1
+DEFAULT_MAX_HANDSHAKE_SIZE = 16 * 1024
+DEFAULT_MAX_REJECTED_BODY_SIZE = 64 * 1024
+
+OriginCheck = Callable[[HandshakeRequest], bool]
+"""A server's origin policy: return ``False`` to refuse the request with 403."""
+
+# Headers the handshake owns; extra headers may not replace them.
+_CLIENT_OWNED = frozenset(
+    {
+        "host",
+        "upgrade",
+        "connection",
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-protocol",
+        "sec-websocket-extensions",
+    }
+)
+_SERVER_OWNED = frozenset(
+    {
+        "upgrade",
+        "connection",
+        "sec-websocket-accept",
+        "sec-websocket-protocol",
+        "sec-websocket-extensions",
+    }
+)
+
+
+def accept_key(key: str) -> str:
+    """Compute ``Sec-WebSocket-Accept`` for a ``Sec-WebSocket-Key`` (RFC 6455 §4.2.2)."""
+    digest = hashlib.sha1((key + GUID).encode("ascii")).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+def _tokens(headers: Headers, name: str) -> list[str]:
+    return [token.lower() for token in parse_token_list(headers.get_all(name))]
+
+
+def is_websocket_upgrade(headers: Headers) -> bool:
+    """Tell whether a request asks for a WebSocket upgrade (gorilla: ``IsWebSocketUpgrade``).
+
+    True when ``Connection`` has the ``upgrade`` token and ``Upgrade`` has
+    ``websocket``; it says nothing about whether the rest of the handshake is valid.
+    """
+    try:
+        return "upgrade" in _tokens(headers, "connection") and "websocket" in _tokens(
+            headers, "upgrade"
+        )
+    except ValueError:
+        return False
+
+
+def subprotocols(headers: Headers) -> list[str]:
+    """Return the subprotocols a request offers, in order (gorilla: ``Subprotocols``).
+
+    Raises:
+        ValueError: the ``Sec-WebSocket-Protocol`` header is malformed.
+    """
+    return parse_token_list(headers.get_all("sec-websocket-protocol"))
+
+
+def same_origin(request: HandshakeRequest) -> bool:
+    """The default origin check: gorilla's ``checkSameOrigin``.
+
+    A request without ``Origin`` passes (it does not come from a browser
+    page); otherwise the origin's host and port must equal ``Host``, ignoring
+    ASCII case. This stops a page on another site from opening a WebSocket to
+    your server with the visitor's cookies (cross-site WebSocket hijacking).
+    """
+    if request.origin is None:
+        return True
+    try:
+        origin = urllib.parse.urlsplit(request.origin)
+    except ValueError:
+        return False
+    return origin.netloc.lower() == request.host.lower() and bool(origin.netloc)
+
+
+def _decode_headers(raw: Sequence[tuple[bytes, bytes]]) -> Headers:
+    # h11 has checked the syntax; HTTP header bytes are ISO-8859-1 (RFC 7230 §3.2.4).
+    return Headers([(name.decode("latin-1"), value.decode("latin-1")) for name, value in raw])
+
+
+def _check_extra_headers(extra: Headers, owned: frozenset[str]) -> None:
+    for name, _ in extra:
+        if name.lower() in owned:
+            raise LocalProtocolError(
+                f"the handshake sets {name!r} itself; use the matching option instead"
+            )
+
+
+def _h11_send(conn: h11.Connection, event: h11._events.Event) -> bytes:
+    try:
+        return conn.send(event) or b""
+    except h11.LocalProtocolError as exc:
+        # h11 validates header names and values (no CR/LF injection).
+        raise LocalProtocolError(f"invalid HTTP message: {exc}") from exc
+
+
+class ClientHandshake:
+    """The client side of the opening handshake (RFC 6455 §4.1).
+
+    Build it, send :attr:`request`, feed the response with
+    :meth:`receive_data` and call :meth:`next_event` until it returns an event.
+    """
+
+    def __init__(
+        self,
+        uri: str | WebSocketURI,
+        *,
+        origin: str | None = None,
+        subprotocols: Sequence[str] = (),
+        extensions: Sequence[ClientExtensionFactory] = (),
+        extra_headers: HeadersLike = (),
+        cookies: Mapping[str, str] | None = None,
+        random_bytes: Callable[[int], bytes] = os.urandom,
+        max_handshake_size: int = DEFAULT_MAX_HANDSHAKE_SIZE,
+        max_rejected_body_size: int = DEFAULT_MAX_REJECTED_BODY_SIZE,
+    ) -> None:
+        self.uri = parse_uri(uri) if isinstance(uri, str) else uri
+        for protocol in subprotocols:
+            if parse_token_list([protocol]) != [protocol]:
+                raise LocalProtocolError(f"subprotocol {protocol!r} is not an HTTP token")
+        if len({factory.name for factory in extensions}) != len(extensions):
+            raise LocalProtocolError("each extension may be offered once")
+        self.subprotocols = tuple(subprotocols)
+        self._factories = tuple(extensions)
+        self.key = base64.b64encode(random_bytes(16)).decode("ascii")
+        self._max_rejected_body_size = max_rejected_body_size
+
+        extra = Headers(extra_headers)
+        _check_extra_headers(extra, _CLIENT_OWNED)
+        fields = [
+            ("Host", self.uri.host_header),
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Key", self.key),
+            ("Sec-WebSocket-Version", VERSION),
+        ]
+        if origin is not None:
+            fields.append(("Origin", origin))
+        if self.subprotocols:
+            fields.append(("Sec-WebSocket-Protocol", ", ".join(self.subprotocols)))
+        if self._factories:
+            offers = [factory.offer() for factory in self._factories]
+            fields.append(("Sec-WebSocket-Extensions", format_extensions(offers)))
+        if cookies:
+            fields.append(("Cookie", "; ".join(f"{k}={v}" for k, v in cookies.items())))
+        if self.uri.user_info is not None and "authorization" not in extra:
+            credentials = ":".join(self.uri.user_info).encode()
+            fields.append(("Authorization", "Basic " + base64.b64encode(credentials).decode()))
+        self.request_headers = Headers(fields) + extra
+
+        self._h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=max_handshake_size)
+        request = h11.Request(
+            method="GET", target=self.uri.resource_name, headers=list(self.request_headers)
+        )
+        self.request: bytes = _h11_send(self._h11, request) + _h11_send(
+            self._h11, h11.EndOfMessage()
+        )
+        self._rejection: h11.Response | None = None
+        self._body: list[bytes] = []
+        self._body_size = 0
+        self.extensions: list[Extension] = []
+        self.trailing_data = b""
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes of the server's response; ``b""`` means end of stream."""
+        self._h11.receive_data(data)
+
+    def next_event(self) -> HandshakeResponse | HandshakeRejected | None:
+        """Return the outcome once the response is complete, else ``None``.
+
+        After a :class:`HandshakeResponse`, :attr:`extensions` holds the
+        negotiated extensions and :attr:`trailing_data` the bytes that
+        followed the response.
+
+        Raises:
+            HandshakeError: the response is malformed or does not accept
+                the handshake as RFC 6455 §4.1 requires.
+        """
+        while True:
+            try:
+                event = self._h11.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise HandshakeError(f"malformed HTTP response: {exc}") from None
+            if event is h11.NEED_DATA:
+                return None
+            if isinstance(event, h11.InformationalResponse):
+                if event.status_code == 101:
+                    return self._accepted(event)
+                continue  # 100 Continue, 103 Early Hints: the real answer follows
+            if isinstance(event, h11.Response):
+                self._rejection = event
+            elif isinstance(event, h11.Data):
+                room = self._max_rejected_body_size - self._body_size
+                self._body.append(event.data[:room])
+                self._body_size += min(room, len(event.data))
+                if self._body_size >= self._max_rejected_body_size:
+                    return self._rejected()
+            elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
+                if self._rejection is None:
+                    raise HandshakeError("connection closed before the handshake response")
+                return self._rejected()
+
+    def _rejected(self) -> HandshakeRejected:
+        assert self._rejection is not None
+        return HandshakeRejected(
+            status_code=self._rejection.status_code,
+            reason=self._rejection.reason.decode("latin-1"),
+            headers=_decode_headers(self._rejection.headers),
+            body=b"".join(self._body),
+        )
+
+    def _accepted(self, response: h11.InformationalResponse) -> HandshakeResponse:
+        headers = _decode_headers(response.headers)
+
+        def fail(reason: str) -> HandshakeError:
+            return HandshakeError(reason, status_code=101, headers=headers)
+
+        try:
+            upgrade = _tokens(headers, "upgrade")
+            connection = _tokens(headers, "connection")
+            protocols = parse_token_list(headers.get_all("sec-websocket-protocol"))
+            responses = parse_extensions(headers.get_all("sec-websocket-extensions"))
+        except ValueError as exc:
+            raise fail(f"malformed header in the response: {exc}") from None
+        # RFC 6455 §4.1, the client's checks of the server's handshake, in order.
+        if upgrade != ["websocket"]:
+            raise fail("the response's Upgrade header is not 'websocket'")
+        if "upgrade" not in connection:
+            raise fail("the response's Connection header lacks 'Upgrade'")
+        if headers.get_all("sec-websocket-accept") != [accept_key(self.key)]:
+            raise fail("the response's Sec-WebSocket-Accept does not match our key")
+        extensions, rsv_used = [], 0
+        offered = {factory.name: factory for factory in self._factories}
+        for response_offer in responses:
+            factory = offered.pop(response_offer.name, None)
+            if factory is None:
+                raise fail(f"the server accepted extension {response_offer.name!r}, not offered")
+            try:
+                extension = factory.accept(response_offer)
+            except ValueError as exc:
+                raise fail(f"unacceptable {response_offer.name} parameters: {exc}") from None
+            if extension.rsv & rsv_used:
+                raise fail("two negotiated extensions claim the same RSV bit")
+            rsv_used |= extension.rsv
+            extensions.append(extension)
+        subprotocol = None
+        if protocols:
+            if len(protocols) != 1 or protocols[0] not in self.subprotocols:
+                raise fail(f"the server selected subprotocol {', '.join(protocols)!r}, not offered")
+            subprotocol = protocols[0]
+        self.extensions = extensions
+        self.trailing_data = self._h11.trailing_data[0]
+        return HandshakeResponse(
+            headers=headers, subprotocol=subprotocol, extensions=tuple(responses)
+        )
+
+
+class ServerHandshake:
+    """The server side of the opening handshake (RFC 6455 §4.2).
+
+    Feed the request with :meth:`receive_data`; :meth:`next_event` returns a
+    :class:`HandshakeRequest` (answer with :meth:`accept` or :meth:`reject`)
+    or an :class:`HTTPRequest` (answer with :meth:`reject`).
+    """
+
+    def __init__(
+        self,
+        *,
+        subprotocols: Sequence[str] = (),
+        extensions: Sequence[ServerExtensionFactory] = (),
+        check_origin: OriginCheck | None = same_origin,
+        max_handshake_size: int = DEFAULT_MAX_HANDSHAKE_SIZE,
+    ) -> None:
+        self.subprotocols = tuple(subprotocols)
+        self._factories = tuple(extensions)
+        self._check_origin = check_origin
+        self._max_handshake_size = max_handshake_size
+        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=max_handshake_size)
+        self._request: h11.Request | None = None
+        self._body: list[bytes] = []
+        self._body_size = 0
+        self.event: HandshakeRequest | HTTPRequest | None = None
+        self.extensions: list[Extension] = []
+        self.trailing_data = b""
+        self.response = b""
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes of the client's request; ``b""`` means end of stream."""
+        self._h11.receive_data(data)
+
+    def next_event(self) -> HandshakeRequest | HTTPRequest | None:
+        """Return the request once it is complete and valid, else ``None``.
+
+        Raises:
+            HandshakeError: the request is not a valid handshake; the error
+                response is in :attr:`response`, to send before closing.
+        """
+        if self.event is not None:
+            return None
+        while True:
+            try:
+                event = self._h11.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise self._fail(exc.error_status_hint, f"malformed HTTP request: {exc}") from None
+            if event is h11.NEED_DATA or event is h11.PAUSED:
+                return None
+            if isinstance(event, h11.Request):
+                self._request = event
+            elif isinstance(event, h11.Data):
+                self._body_size += len(event.data)
+                if self._body_size > self._max_handshake_size:
+                    raise self._fail(413, "request body too large")
+                self._body.append(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                self.event = self._evaluate()
+                return self.event
+            else:  # ConnectionClosed before a request
+                raise HandshakeError("connection closed before the handshake request")
+
+    def _fail(
+        self, status: int, reason: str, headers: Sequence[tuple[str, str]] = ()
+    ) -> HandshakeError:
+        body = (reason + "\n").encode()
+        fields = [*headers, ("Content-Type", "text/plain; charset=utf-8")]
+        self.response = self._respond(status, fields, body)
+        return HandshakeError(reason, status_code=status, headers=Headers(fields))
+
+    def _evaluate(self) -> HandshakeRequest | HTTPRequest:
+        request = self._request
+        assert request is not None
+        headers = _decode_headers(request.headers)
+        method = request.method.decode("ascii")
+        target = request.target.decode("ascii")
+        try:
+            upgrade = _tokens(headers, "upgrade")
+            connection = _tokens(headers, "connection")
+        except ValueError as exc:
+            raise self._fail(400, f"malformed header: {exc}") from None
+        if "websocket" not in upgrade:
+            return HTTPRequest(
+                method=method, target=target, headers=headers, body=b"".join(self._body)
+            )
+        # RFC 6455 §4.2.1: what the server reads from the client's handshake.
+        if method != "GET":
+            raise self._fail(405, "a WebSocket handshake must be a GET request", [("Allow", "GET")])
+        if request.http_version < b"1.1":
+            raise self._fail(400, "a WebSocket handshake needs HTTP/1.1 or later")
+        if "upgrade" not in connection:
+            raise self._fail(400, "the Connection header lacks 'Upgrade'")
+        if self._body_size:
+            raise self._fail(400, "a WebSocket handshake has no body")
+        versions = headers.get_all("sec-websocket-version")
+        if versions != [VERSION]:
+            # "the server [...] MUST [...] send an appropriate HTTP error code
+            # (such as 426 Upgrade Required) and a |Sec-WebSocket-Version|
+            # header field indicating the version(s)" -- RFC 6455 §4.2.2
+            status = 400 if not versions else 426
+            raise self._fail(
+                status,
+                f"unsupported WebSocket version {', '.join(versions) or '(none)'}; use 13",
+                [("Sec-WebSocket-Version", VERSION)],
+            )
+        keys = headers.get_all("sec-websocket-key")
+        if len(keys) != 1 or not _valid_key(keys[0]):
+            raise self._fail(400, "missing or invalid Sec-WebSocket-Key")
+        try:
+            protocols = parse_token_list(headers.get_all("sec-websocket-protocol"))
+            offers = parse_extensions(headers.get_all("sec-websocket-extensions"))
+        except ValueError as exc:
+            raise self._fail(400, f"malformed header: {exc}") from None
+        event = HandshakeRequest(
+            target=target,
+            headers=headers,
+            host=headers["host"],  # h11 requires Host in HTTP/1.1
+            origin=headers.get("origin"),
+            subprotocols=tuple(protocols),
+            extensions=tuple(offers),
+        )
+        if self._check_origin is not None and not self._check_origin(event):
+            raise self._fail(403, "origin not allowed")
+        return event
+
+    def accept(
+        self, *, subprotocol: str | None = None, extra_headers: HeadersLike = ()
+    ) -> tuple[bytes, HandshakeResponse]:
+        """Accept the handshake request.
+
+        Args:
+            subprotocol: the subprotocol to use; by default the first of the
+                server's ``subprotocols`` that the client offered (gorilla's
+                order), or none.
+            extra_headers: more response headers, e.g. ``Set-Cookie``.
+
+        Returns:
+            The ``101 Switching Protocols`` response bytes, and the event
+            describing what was agreed.
+
+        Raises:
+            LocalProtocolError: there is no request to accept, the subprotocol
+                was not offered, or an extra header is one the handshake sets.
+        """
+        request = self.event
+        if not isinstance(request, HandshakeRequest) or self.response:
+            raise LocalProtocolError("accept() answers a HandshakeRequest, once")
+        extra = Headers(extra_headers)
+        _check_extra_headers(extra, _SERVER_OWNED)
+        if subprotocol is None:
+            subprotocol = next((p for p in self.subprotocols if p in request.subprotocols), None)
+        elif subprotocol not in request.subprotocols:
+            raise LocalProtocolError(f"the client did not offer subprotocol {subprotocol!r}")
+        responses, extensions = self._negotiate(request.extensions)
+        key = request.headers["sec-websocket-key"]
+        fields = [
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Accept", accept_key(key)),
+        ]
+        if subprotocol is not None:
+            fields.append(("Sec-WebSocket-Protocol", subprotocol))
+        if responses:
+            fields.append(("Sec-WebSocket-Extensions", format_extensions(responses)))
+        headers = Headers(fields) + extra
+        self.response = _h11_send(
+            self._h11, h11.InformationalResponse(status_code=101, headers=list(headers))
+        )
+        self.extensions = extensions
+        self.trailing_data = self._h11.trailing_data[0]
+        return self.response, HandshakeResponse(
+            headers=headers, subprotocol=subprotocol, extensions=tuple(responses)
+        )
+
+    def _negotiate(
+        self, offers: Sequence[ExtensionOffer]
+    ) -> tuple[list[ExtensionOffer], list[Extension]]:
+        # The client lists offers in its order of preference (RFC 6455 §9.1);
+        # the server takes the first acceptable offer of each extension it knows.
+        responses: list[ExtensionOffer] = []
+        extensions: list[Extension] = []
+        rsv_used = 0
+        for offer in offers:
+            if any(ext.name == offer.name for ext in extensions):
+                continue
+            for factory in self._factories:
+                if factory.name != offer.name or factory.rsv & rsv_used:
+                    continue
+                result = factory.negotiate(offer)
+                if result is not None:
+                    responses.append(result[0])
+                    extensions.append(result[1])
+                    rsv_used |= result[1].rsv
+                    break
+        return responses, extensions
+
+    def reject(
+        self, status_code: int | None = None, headers: HeadersLike = (), body: bytes = b""
+    ) -> bytes:
+        """Refuse the request with an HTTP response; the connection then closes.
+
+        Args:
+            status_code: defaults to 403 for a :class:`HandshakeRequest` and to
+                ``426 Upgrade Required`` for a plain :class:`HTTPRequest`.
+            headers: response headers (``Content-Length`` is set for you).
+            body: the response body.
+
+        Returns:
+            The response bytes.
+
+        Raises:
+            LocalProtocolError: there is no request to answer, or the status
+                is not a final status (200-599) other than 101.
+        """
+        if self.event is None or self.response:
+            raise LocalProtocolError("reject() answers a request, once")
+        if status_code is None:
+            status_code = 403 if isinstance(self.event, HandshakeRequest) else 426
+        if not 200 <= status_code <= 599:
+            raise LocalProtocolError(f"{status_code} is not a status that refuses a request")
+        fields = list(Headers(headers))
+        if status_code == 426 and not any(k.lower() == "upgrade" for k, _ in fields):
+            fields += [("Upgrade", "websocket"), ("Sec-WebSocket-Version", VERSION)]
+        self.response = self._respond(status_code, fields, body)
+        return self.response
+
+    def _respond(self, status: int, fields: list[tuple[str, str]], body: bytes) -> bytes:
+        fields = [(k, v) for k, v in fields if k.lower() not in ("content-length", "connection")]
+        fields += [("Content-Length", str(len(body))), ("Connection", "close")]
+        head = _h11_send(self._h11, h11.Response(status_code=status, headers=fields))
+        return (
+            head
+            + _h11_send(self._h11, h11.Data(data=body))
+            + _h11_send(self._h11, h11.EndOfMessage())
+        )
+
+
+def _valid_key(key: str) -> bool:
+    # "a randomly selected 16-byte value that has been base64-encoded" -- RFC 6455 §4.1
+    try:
+        return len(base64.b64decode(key.encode("ascii"), validate=True)) == 16
+    except (binascii.Error, UnicodeEncodeError):
+        return False
