@@ -1,0 +1,1 @@
+"""The ``wsproto`` command: demos and tools built on the public API only."""

@@ -1,0 +1,669 @@
+"""The framing connection: every rule of RFC 6455 §5-§8 it enforces, without sockets."""
+
+from __future__ import annotations
+
+import pytest
+
+from wsproto_core import (
+    Close,
+    CloseCode,
+    CloseSentError,
+    Connection,
+    ConnectionPair,
+    Event,
+    Extension,
+    LocalProtocolError,
+    Message,
+    MessageData,
+    MessageEnd,
+    MessageStart,
+    MessageType,
+    Opcode,
+    Ping,
+    Pong,
+    ReadLimitError,
+    RemoteProtocolError,
+    Role,
+    State,
+)
+from wsproto_core.frames import RSV1, RSV2, RSV3, parse_frame, serialize_frame
+
+KEY = b"\x01\x02\x03\x04"
+
+
+def client_frame(opcode: int, payload: bytes = b"", *, fin: bool = True, rsv: int = 0) -> bytes:
+    """A frame as a client sends it: masked."""
+    return serialize_frame(opcode, payload, fin=fin, rsv=rsv, mask_key=KEY)
+
+
+def server_frame(opcode: int, payload: bytes = b"", *, fin: bool = True, rsv: int = 0) -> bytes:
+    """A frame as a server sends it: unmasked."""
+    return serialize_frame(opcode, payload, fin=fin, rsv=rsv)
+
+
+def events(conn: Connection) -> list[Event]:
+    out = []
+    while (event := conn.next_event()) is not None:
+        out.append(event)
+    return out
+
+
+def server(**options: object) -> Connection:
+    return Connection(Role.SERVER, **options)  # type: ignore[arg-type]
+
+
+def feed(conn: Connection, *chunks: bytes) -> list[Event]:
+    out: list[Event] = []
+    for chunk in chunks:
+        conn.receive_data(chunk)
+        out += events(conn)
+    return out
+
+
+def fails(conn: Connection, data: bytes, code: int) -> RemoteProtocolError:
+    """Feed ``data`` and check the connection fails as RFC 6455 §7.1.7 says."""
+    conn.receive_data(data)
+    with pytest.raises(RemoteProtocolError) as info:
+        events(conn)
+    assert info.value.code == code
+    assert conn.state is State.CLOSED
+    assert conn.close_expected()
+    sent = conn.data_to_send()
+    parsed = parse_frame(sent)
+    assert parsed is not None
+    frame, masked, _ = parsed
+    assert frame.opcode is Opcode.CLOSE
+    assert int.from_bytes(frame.payload[:2], "big") == code
+    assert masked is (conn.role is Role.CLIENT)
+    # Input after the failure is ignored, and no other event or error follows.
+    conn.receive_data(client_frame(Opcode.TEXT, b"ignored"))
+    assert conn.next_event() is None
+    assert conn.data_to_send() == b""
+    return info.value
+
+
+def sent_frames(conn: Connection) -> list[tuple[Opcode, bytes, bool, int, bool]]:
+    data = conn.data_to_send()
+    frames = []
+    pos = 0
+    while pos < len(data):
+        parsed = parse_frame(data, pos)
+        assert parsed is not None
+        frame, masked, pos = parsed
+        frames.append((frame.opcode, frame.payload, frame.fin, frame.rsv, masked))
+    return frames
+
+
+class TestMasking:
+    def test_server_refuses_unmasked_client_frame(self) -> None:
+        fails(server(), server_frame(Opcode.TEXT, b"hi"), CloseCode.PROTOCOL_ERROR)
+
+    def test_client_refuses_masked_server_frame(self) -> None:
+        fails(Connection(Role.CLIENT), client_frame(Opcode.TEXT, b"hi"), CloseCode.PROTOCOL_ERROR)
+
+    def test_client_masks_every_frame_with_a_fresh_key(self) -> None:
+        conn = Connection(Role.CLIENT)
+        for _ in range(3):
+            conn.send_binary(b"same payload")
+        wire = conn.data_to_send()
+        keys = set()
+        pos = 0
+        while pos < len(wire):
+            parsed = parse_frame(wire, pos)
+            assert parsed is not None
+            frame, masked, end = parsed
+            assert masked
+            assert frame.payload == b"same payload"
+            keys.add(wire[pos + 2 : pos + 6])
+            pos = end
+        assert len(keys) == 3
+
+    def test_masking_keys_come_from_the_random_source(self) -> None:
+        calls = []
+
+        def random_bytes(n: int) -> bytes:
+            calls.append(n)
+            return bytes(range(8)) * (n // 8)
+
+        conn = Connection(Role.CLIENT, random_bytes=random_bytes)
+        conn.send_ping()
+        conn.send_ping()
+        wire = conn.data_to_send()
+        assert wire == b"\x89\x80\x00\x01\x02\x03" + b"\x89\x80\x04\x05\x06\x07"
+        assert calls == [4096]  # keys are drawn in batches, not one system call each
+
+    def test_server_does_not_mask(self) -> None:
+        conn = server()
+        conn.send_text("x")
+        assert conn.data_to_send() == b"\x81\x01x"
+
+
+class TestReservedBits:
+    @pytest.mark.parametrize("rsv", [RSV1, RSV2, RSV3])
+    def test_unclaimed_rsv_on_data_frame(self, rsv: int) -> None:
+        fails(server(), client_frame(Opcode.TEXT, b"x", rsv=rsv), CloseCode.PROTOCOL_ERROR)
+
+    @pytest.mark.parametrize("opcode", [Opcode.PING, Opcode.PONG, Opcode.CLOSE])
+    def test_rsv_on_control_frame(self, opcode: Opcode) -> None:
+        fails(server(), client_frame(opcode, rsv=RSV1), CloseCode.PROTOCOL_ERROR)
+
+    def test_rsv_on_continuation_frame(self) -> None:
+        conn = server()
+        assert feed(conn, client_frame(Opcode.TEXT, b"a", fin=False)) == []
+        fails(conn, client_frame(Opcode.CONTINUATION, b"b", rsv=RSV1), CloseCode.PROTOCOL_ERROR)
+
+
+class TestFragmentation:
+    def test_fragments_assemble(self) -> None:
+        conn = server()
+        wire = (
+            client_frame(Opcode.TEXT, "héllo ".encode()[:2], fin=False)
+            + client_frame(Opcode.CONTINUATION, "héllo ".encode()[2:], fin=False)
+            + client_frame(Opcode.CONTINUATION, b"world")
+        )
+        assert feed(conn, wire) == [Message(data="héllo world")]
+
+    def test_control_frames_between_fragments(self) -> None:
+        conn = server()
+        wire = (
+            client_frame(Opcode.BINARY, b"ab", fin=False)
+            + client_frame(Opcode.PING, b"p")
+            + client_frame(Opcode.PONG, b"q")
+            + client_frame(Opcode.CONTINUATION, b"cd")
+        )
+        assert feed(conn, wire) == [Ping(payload=b"p"), Pong(payload=b"q"), Message(data=b"abcd")]
+        assert sent_frames(conn) == [(Opcode.PONG, b"p", True, 0, False)]
+
+    def test_continuation_without_a_message(self) -> None:
+        fails(server(), client_frame(Opcode.CONTINUATION, b"x"), CloseCode.PROTOCOL_ERROR)
+
+    @pytest.mark.parametrize("opcode", [Opcode.TEXT, Opcode.BINARY])
+    def test_new_message_inside_a_fragmented_one(self, opcode: Opcode) -> None:
+        conn = server()
+        feed(conn, client_frame(Opcode.TEXT, b"a", fin=False))
+        fails(conn, client_frame(opcode, b"b"), CloseCode.PROTOCOL_ERROR)
+
+    def test_empty_fragments_and_messages(self) -> None:
+        conn = server()
+        wire = (
+            client_frame(Opcode.TEXT, b"", fin=False)
+            + client_frame(Opcode.CONTINUATION, b"", fin=False)
+            + client_frame(Opcode.CONTINUATION, b"")
+            + client_frame(Opcode.BINARY, b"")
+        )
+        assert feed(conn, wire) == [Message(data=""), Message(data=b"")]
+
+    def test_sending_fragments(self) -> None:
+        conn = server()
+        conn.send_binary(b"a", fin=False)
+        conn.send_binary(b"b", fin=False)
+        conn.send_ping(b"between")
+        conn.send_binary(b"c")
+        conn.send_text("next")
+        assert sent_frames(conn) == [
+            (Opcode.BINARY, b"a", False, 0, False),
+            (Opcode.CONTINUATION, b"b", False, 0, False),
+            (Opcode.PING, b"between", True, 0, False),
+            (Opcode.CONTINUATION, b"c", True, 0, False),
+            (Opcode.TEXT, b"next", True, 0, False),
+        ]
+
+    def test_switching_type_mid_message_is_refused(self) -> None:
+        conn = server()
+        conn.send_text("a", fin=False)
+        conn.data_to_send()
+        with pytest.raises(LocalProtocolError, match="text message is in progress"):
+            conn.send_binary(b"b")
+        assert conn.data_to_send() == b""
+        conn.send_text(b"b")
+        assert sent_frames(conn) == [(Opcode.CONTINUATION, b"b", True, 0, False)]
+
+
+class TestReadLimit:
+    def test_announced_length_over_the_limit_fails_before_the_payload(self) -> None:
+        conn = server(max_message_size=1000)
+        header = client_frame(Opcode.BINARY, bytes(1001))[:8]  # header and mask only
+        error = fails(conn, header, CloseCode.MESSAGE_TOO_BIG)
+        assert isinstance(error, ReadLimitError)
+
+    def test_huge_length_claim_allocates_nothing(self) -> None:
+        conn = server()
+        header = bytes([0x82, 0xFF]) + ((1 << 63) - 1).to_bytes(8, "big") + KEY
+        fails(conn, header, CloseCode.MESSAGE_TOO_BIG)
+
+    def test_exactly_the_limit_is_accepted(self) -> None:
+        conn = server(max_message_size=1000)
+        assert feed(conn, client_frame(Opcode.BINARY, bytes(1000))) == [Message(data=bytes(1000))]
+
+    def test_fragments_count_together(self) -> None:
+        conn = server(max_message_size=1000)
+        feed(conn, client_frame(Opcode.BINARY, bytes(600), fin=False))
+        fails(conn, client_frame(Opcode.CONTINUATION, bytes(401)), CloseCode.MESSAGE_TOO_BIG)
+
+    def test_limit_is_per_message(self) -> None:
+        conn = server(max_message_size=10)
+        wire = client_frame(Opcode.BINARY, bytes(10)) + client_frame(Opcode.BINARY, bytes(10))
+        assert feed(conn, wire) == [Message(data=bytes(10))] * 2
+
+    def test_no_limit(self) -> None:
+        conn = server(max_message_size=None)
+        size = 3 * 1024 * 1024
+        assert feed(conn, client_frame(Opcode.BINARY, bytes(size))) == [Message(data=bytes(size))]
+
+    def test_default_limit_is_one_mebibyte(self) -> None:
+        conn = server()
+        assert conn.max_message_size == 1024 * 1024
+        fails(conn, client_frame(Opcode.BINARY, bytes(1024 * 1024 + 1))[:14], 1009)
+
+    def test_limit_applies_when_streaming(self) -> None:
+        conn = server(max_message_size=100, stream_messages=True)
+        got = feed(conn, client_frame(Opcode.BINARY, bytes(60), fin=False))
+        assert got == [MessageStart(message_type=MessageType.BINARY), MessageData(data=bytes(60))]
+        fails(conn, client_frame(Opcode.CONTINUATION, bytes(41)), CloseCode.MESSAGE_TOO_BIG)
+
+    def test_limit_can_change_and_must_not_be_negative(self) -> None:
+        conn = server()
+        conn.max_message_size = 4
+        fails(conn, client_frame(Opcode.TEXT, b"12345"), CloseCode.MESSAGE_TOO_BIG)
+        with pytest.raises(LocalProtocolError):
+            conn.max_message_size = -1
+
+
+class TestUtf8:
+    def test_invalid_single_frame(self) -> None:
+        fails(server(), client_frame(Opcode.TEXT, b"\xff"), CloseCode.INVALID_FRAME_PAYLOAD_DATA)
+
+    def test_fails_fast_in_the_first_fragment(self) -> None:
+        conn = server()
+        # The bad byte is in the first fragment: fail now, without waiting for the rest.
+        fails(
+            conn,
+            client_frame(Opcode.TEXT, b"ok \xed\xa0", fin=False),
+            CloseCode.INVALID_FRAME_PAYLOAD_DATA,
+        )
+
+    def test_fails_fast_inside_a_partial_frame(self) -> None:
+        conn = server()
+        wire = client_frame(Opcode.TEXT, b"abc\xc0\xafdef" + bytes(1000))
+        # Only the first 20 bytes of a 1 KB frame have arrived.
+        fails(conn, wire[:20], CloseCode.INVALID_FRAME_PAYLOAD_DATA)
+
+    @pytest.mark.parametrize("stream", [False, True])
+    def test_message_ending_inside_a_character(self, stream: bool) -> None:
+        conn = server(stream_messages=stream)
+        feed(conn, client_frame(Opcode.TEXT, b"\xe2\x82", fin=False))
+        fails(conn, client_frame(Opcode.CONTINUATION, b""), CloseCode.INVALID_FRAME_PAYLOAD_DATA)
+
+    def test_character_split_across_fragments_is_fine(self) -> None:
+        conn = server()
+        euro = "€".encode()
+        wire = (
+            client_frame(Opcode.TEXT, euro[:1], fin=False)
+            + client_frame(Opcode.CONTINUATION, euro[1:2], fin=False)
+            + client_frame(Opcode.CONTINUATION, euro[2:])
+        )
+        assert feed(conn, wire) == [Message(data="€")]
+
+    def test_binary_is_not_validated(self) -> None:
+        assert feed(server(), client_frame(Opcode.BINARY, b"\xff")) == [Message(data=b"\xff")]
+
+    def test_streamed_text_is_validated(self) -> None:
+        conn = server(stream_messages=True)
+        feed(conn, client_frame(Opcode.TEXT, b"fine", fin=False))
+        fails(
+            conn, client_frame(Opcode.CONTINUATION, b"\xf5"), CloseCode.INVALID_FRAME_PAYLOAD_DATA
+        )
+
+
+class TestStreaming:
+    def test_event_order(self) -> None:
+        conn = server(stream_messages=True)
+        wire = (
+            client_frame(Opcode.TEXT, b"ab", fin=False)
+            + client_frame(Opcode.PING, b"")
+            + client_frame(Opcode.CONTINUATION, b"", fin=False)
+            + client_frame(Opcode.CONTINUATION, b"cd")
+            + client_frame(Opcode.BINARY, b"")
+        )
+        assert feed(conn, wire) == [
+            MessageStart(message_type=MessageType.TEXT),
+            MessageData(data=b"ab"),
+            Ping(payload=b""),
+            MessageData(data=b"cd"),
+            MessageEnd(),
+            MessageStart(message_type=MessageType.BINARY),
+            MessageEnd(),
+        ]
+
+    def test_partial_frames_are_delivered_as_they_arrive(self) -> None:
+        # A frame announcing 1 GB: the core hands out each piece and keeps none.
+        conn = server(stream_messages=True, max_message_size=None)
+        size = 1 << 30
+        header = bytes([0x82, 0xFF]) + size.to_bytes(8, "big") + b"\x00\x00\x00\x00"
+        assert feed(conn, header) == [MessageStart(message_type=MessageType.BINARY)]
+        piece = bytes(range(256)) * 256
+        for _ in range(16):
+            assert feed(conn, piece) == [MessageData(data=piece)]
+        assert conn._buffer == b""  # nothing held between pieces
+
+    def test_toggle_takes_effect_at_the_next_message(self) -> None:
+        conn = server()
+        assert feed(conn, client_frame(Opcode.TEXT, b"a", fin=False)) == []
+        conn.stream_messages = True
+        got = feed(conn, client_frame(Opcode.CONTINUATION, b"b"), client_frame(Opcode.TEXT, b"c"))
+        assert got == [
+            Message(data="ab"),
+            MessageStart(message_type=MessageType.TEXT),
+            MessageData(data=b"c"),
+            MessageEnd(),
+        ]
+
+
+class TestPing:
+    def test_auto_pong(self) -> None:
+        conn = server()
+        assert feed(conn, client_frame(Opcode.PING, b"echo me")) == [Ping(payload=b"echo me")]
+        assert sent_frames(conn) == [(Opcode.PONG, b"echo me", True, 0, False)]
+
+    def test_auto_pong_off(self) -> None:
+        conn = server(auto_pong=False)
+        assert feed(conn, client_frame(Opcode.PING, b"x")) == [Ping(payload=b"x")]
+        assert conn.data_to_send() == b""
+        conn.send_pong(b"x")
+        assert sent_frames(conn) == [(Opcode.PONG, b"x", True, 0, False)]
+
+    def test_no_pong_after_close_sent(self) -> None:
+        conn = server()
+        conn.send_close()
+        conn.data_to_send()
+        assert feed(conn, client_frame(Opcode.PING, b"x")) == [Ping(payload=b"x")]
+        assert conn.data_to_send() == b""
+
+    def test_pong_is_an_event(self) -> None:
+        assert feed(server(), client_frame(Opcode.PONG, b"hb")) == [Pong(payload=b"hb")]
+
+    def test_control_payload_limit(self) -> None:
+        conn = server()
+        with pytest.raises(LocalProtocolError, match="125"):
+            conn.send_ping(bytes(126))
+        with pytest.raises(LocalProtocolError, match="125"):
+            conn.send_pong(bytes(126))
+        assert conn.data_to_send() == b""
+        conn.send_ping(bytes(125))
+        assert sent_frames(conn) == [(Opcode.PING, bytes(125), True, 0, False)]
+
+
+class TestClosingHandshake:
+    def test_peer_closes_first(self) -> None:
+        conn = server()
+        assert feed(conn, client_frame(Opcode.CLOSE, b"\x03\xe9going")) == [
+            Close(code=1001, reason="going")
+        ]
+        # The echo carries the same code (RFC 6455 §5.5.1).
+        assert sent_frames(conn) == [(Opcode.CLOSE, b"\x03\xe9", True, 0, False)]
+        assert conn.state is State.CLOSED
+        assert conn.close_received == Close(code=1001, reason="going")
+        assert conn.close_sent == Close(code=1001)
+        assert conn.close_expected()  # the server closes the TCP connection first
+
+    def test_client_waits_for_the_server_to_close_tcp(self) -> None:
+        conn = Connection(Role.CLIENT)
+        assert feed(conn, server_frame(Opcode.CLOSE, b"\x03\xe8")) == [Close(code=1000)]
+        assert conn.state is State.CLOSED
+        assert not conn.close_expected()
+        conn.receive_eof()
+        assert conn.next_event() is None
+        assert conn.close_expected()
+
+    def test_close_without_code(self) -> None:
+        conn = server()
+        assert feed(conn, client_frame(Opcode.CLOSE)) == [Close(code=CloseCode.NO_STATUS_RCVD)]
+        assert sent_frames(conn) == [(Opcode.CLOSE, b"", True, 0, False)]
+
+    def test_we_close_first(self) -> None:
+        conn = server()
+        conn.send_close(4000, "done")
+        assert sent_frames(conn) == [(Opcode.CLOSE, b"\x0f\xa0done", True, 0, False)]
+        assert conn.state is State.CLOSING
+        assert conn.close_sent == Close(code=4000, reason="done")
+        assert not conn.close_expected()
+        # The peer may still be sending; its messages are delivered.
+        got = feed(
+            conn, client_frame(Opcode.TEXT, b"late"), client_frame(Opcode.CLOSE, b"\x0f\xa0")
+        )
+        assert got == [Message(data="late"), Close(code=4000)]
+        assert conn.state is State.CLOSED
+        assert conn.data_to_send() == b""  # no second Close
+        assert conn.close_expected()
+
+    def test_send_close_without_code(self) -> None:
+        conn = server()
+        conn.send_close(None)
+        assert sent_frames(conn) == [(Opcode.CLOSE, b"", True, 0, False)]
+        assert conn.close_sent == Close(code=CloseCode.NO_STATUS_RCVD)
+
+    @pytest.mark.parametrize(
+        ("payload", "code"),
+        [
+            (b"\x03", CloseCode.PROTOCOL_ERROR),
+            (b"\x03\xec", CloseCode.PROTOCOL_ERROR),  # 1004, reserved
+            (b"\x03\xed", CloseCode.PROTOCOL_ERROR),  # 1005 may not be sent
+            (b"\x00\x00", CloseCode.PROTOCOL_ERROR),
+            (b"\x03\xe8\xc3", CloseCode.INVALID_FRAME_PAYLOAD_DATA),
+        ],
+    )
+    def test_invalid_close_frames(self, payload: bytes, code: int) -> None:
+        fails(server(), client_frame(Opcode.CLOSE, payload), code)
+
+    def test_input_after_close_is_discarded(self) -> None:
+        conn = server()
+        wire = client_frame(Opcode.CLOSE, b"\x03\xe8") + client_frame(Opcode.TEXT, b"after")
+        assert feed(conn, wire) == [Close(code=1000)]
+        assert feed(conn, client_frame(Opcode.TEXT, b"later")) == []
+
+    def test_sending_after_close(self) -> None:
+        conn = server()
+        conn.send_close()
+        conn.data_to_send()
+        for send in (
+            lambda: conn.send_text("x"),
+            lambda: conn.send_binary(b"x"),
+            lambda: conn.send_ping(),
+            lambda: conn.send_pong(),
+            lambda: conn.send_close(),
+        ):
+            with pytest.raises(CloseSentError):
+                send()
+        assert conn.data_to_send() == b""
+        assert conn.state is State.CLOSING
+
+    def test_sending_after_the_peer_closed(self) -> None:
+        conn = server()
+        feed(conn, client_frame(Opcode.CLOSE))
+        with pytest.raises(CloseSentError):
+            conn.send_text("x")
+
+    def test_invalid_local_close_changes_nothing(self) -> None:
+        conn = server()
+        for code, reason in ((1006, ""), (999, ""), (1000, "x" * 124)):
+            with pytest.raises(LocalProtocolError):
+                conn.send_close(code, reason)
+        assert conn.state is State.OPEN
+        assert conn.close_sent is None
+        assert conn.data_to_send() == b""
+
+
+class TestEndOfStream:
+    def test_eof_without_close_is_1006(self) -> None:
+        conn = server()
+        feed(conn, client_frame(Opcode.TEXT, b"abc", fin=False))
+        conn.receive_eof()
+        assert events(conn) == [Close(code=CloseCode.ABNORMAL_CLOSURE)]
+        assert conn.state is State.CLOSED
+        assert conn.close_expected()
+        assert conn.data_to_send() == b""  # nobody to send a Close to
+
+    def test_eof_inside_a_frame(self) -> None:
+        conn = Connection(Role.CLIENT)
+        feed(conn, server_frame(Opcode.BINARY, bytes(100))[:50])
+        conn.receive_eof()
+        assert events(conn) == [Close(code=CloseCode.ABNORMAL_CLOSURE)]
+
+    def test_eof_inside_a_control_frame_header(self) -> None:
+        conn = server()
+        feed(conn, client_frame(Opcode.PING, b"abc")[:5])
+        conn.receive_eof()
+        assert events(conn) == [Close(code=CloseCode.ABNORMAL_CLOSURE)]
+
+    def test_eof_while_closing(self) -> None:
+        conn = server()
+        conn.send_close()
+        conn.receive_eof()
+        assert events(conn) == [Close(code=CloseCode.ABNORMAL_CLOSURE)]
+        assert conn.close_received == Close(code=CloseCode.ABNORMAL_CLOSURE)
+
+    def test_frames_before_eof_are_delivered(self) -> None:
+        conn = server()
+        conn.receive_data(client_frame(Opcode.TEXT, b"last words"))
+        conn.receive_eof()
+        assert events(conn) == [Message(data="last words"), Close(code=1006)]
+
+    def test_data_after_eof_is_a_local_error(self) -> None:
+        conn = server()
+        conn.receive_eof()
+        conn.receive_eof()  # idempotent
+        with pytest.raises(LocalProtocolError):
+            conn.receive_data(b"x")
+
+
+class TestSending:
+    def test_text_from_str_and_bytes(self) -> None:
+        conn = server()
+        conn.send_text("é")
+        conn.send_text("é".encode())
+        conn.send_text(bytearray(b"ok"))
+        assert sent_frames(conn) == [
+            (Opcode.TEXT, "é".encode(), True, 0, False),
+            (Opcode.TEXT, "é".encode(), True, 0, False),
+            (Opcode.TEXT, b"ok", True, 0, False),
+        ]
+
+    def test_binary_from_buffers(self) -> None:
+        conn = server()
+        conn.send_binary(memoryview(b"abc")[1:])
+        assert sent_frames(conn) == [(Opcode.BINARY, b"bc", True, 0, False)]
+
+    @pytest.mark.parametrize(
+        ("message_type", "data", "frame"),
+        [
+            (MessageType.TEXT, "t", (Opcode.TEXT, b"t")),
+            (MessageType.BINARY, b"b", (Opcode.BINARY, b"b")),
+            (MessageType.PING, b"p", (Opcode.PING, b"p")),
+            (MessageType.PONG, b"q", (Opcode.PONG, b"q")),
+            (MessageType.CLOSE, b"\x03\xe8bye", (Opcode.CLOSE, b"\x03\xe8bye")),
+            (MessageType.CLOSE, b"", (Opcode.CLOSE, b"")),
+            (8, b"", (Opcode.CLOSE, b"")),
+        ],
+    )
+    def test_send_message(
+        self, message_type: int, data: bytes | str, frame: tuple[Opcode, bytes]
+    ) -> None:
+        conn = server()
+        conn.send_message(message_type, data)
+        assert sent_frames(conn) == [(*frame, True, 0, False)]
+
+    def test_send_message_refuses_bad_input(self) -> None:
+        conn = server()
+        with pytest.raises(LocalProtocolError, match="message type"):
+            conn.send_message(3, b"")
+        with pytest.raises(LocalProtocolError, match="invalid Close payload"):
+            conn.send_message(MessageType.CLOSE, b"\x03")
+        assert conn.data_to_send() == b""
+        assert conn.state is State.OPEN
+
+    def test_data_to_send_empties_the_queue(self) -> None:
+        conn = server()
+        assert conn.data_to_send() == b""
+        conn.send_text("a")
+        conn.send_text("b")
+        assert conn.data_to_send() == b"\x81\x01a\x81\x01b"
+        assert conn.data_to_send() == b""
+
+
+class XorExtension(Extension):
+    """A toy extension claiming RSV2: XOR every payload byte with 0x55."""
+
+    name = "x-xor"
+    rsv = RSV2
+
+    def decode(self, data: bytes, *, rsv: int, fin: bool, max_size: int | None) -> bytes:
+        return bytes(b ^ 0x55 for b in data)
+
+    def encode(self, data: bytes, *, first: bool, fin: bool) -> tuple[bytes, int]:
+        return bytes(b ^ 0x55 for b in data), RSV2
+
+
+class BrokenExtension(XorExtension):
+    def decode(self, data: bytes, *, rsv: int, fin: bool, max_size: int | None) -> bytes:
+        raise ValueError("bug")
+
+
+class TestExtensions:
+    def test_claimed_rsv_bit_is_accepted_and_decoded(self) -> None:
+        conn = server(extensions=[XorExtension()])
+        payload = bytes(b ^ 0x55 for b in b"secret")
+        wire = client_frame(Opcode.BINARY, payload[:3], fin=False, rsv=RSV2) + client_frame(
+            Opcode.CONTINUATION, payload[3:]
+        )
+        assert feed(conn, wire) == [Message(data=b"secret")]
+        # Messages without the bit pass through untouched; other bits are still refused.
+        assert feed(conn, client_frame(Opcode.BINARY, b"plain")) == [Message(data=b"plain")]
+        fails(conn, client_frame(Opcode.BINARY, b"x", rsv=RSV1), CloseCode.PROTOCOL_ERROR)
+
+    def test_encode_sets_rsv_on_the_first_frame_only(self) -> None:
+        conn = server(extensions=[XorExtension()])
+        conn.send_binary(b"ab", fin=False)
+        conn.send_binary(b"cd")
+        assert sent_frames(conn) == [
+            (Opcode.BINARY, bytes([0x61 ^ 0x55, 0x62 ^ 0x55]), False, RSV2, False),
+            (Opcode.CONTINUATION, bytes([0x63 ^ 0x55, 0x64 ^ 0x55]), True, 0, False),
+        ]
+
+    def test_read_limit_is_on_decoded_size(self) -> None:
+        conn = server(extensions=[XorExtension()], max_message_size=4)
+        fails(conn, client_frame(Opcode.BINARY, bytes(5), rsv=RSV2), CloseCode.MESSAGE_TOO_BIG)
+
+    def test_a_crashing_extension_fails_with_1011(self) -> None:
+        conn = server(extensions=[BrokenExtension()])
+        error = fails(conn, client_frame(Opcode.BINARY, b"x", rsv=RSV2), CloseCode.INTERNAL_ERROR)
+        assert isinstance(error.__cause__, ValueError)
+        assert error.reason == "internal error"
+
+    def test_two_extensions_may_not_claim_one_bit(self) -> None:
+        with pytest.raises(LocalProtocolError, match="RSV"):
+            server(extensions=[XorExtension(), XorExtension()])
+
+
+class TestPair:
+    @pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536])
+    def test_sizes_both_ways(self, size: int) -> None:
+        pair = ConnectionPair.open()
+        payload = bytes(i % 256 for i in range(size))
+        pair.client.send_binary(payload)
+        pair.server.send_binary(payload)
+        assert pair.transfer() == ([Message(data=payload)], [Message(data=payload)])
+
+    def test_properties(self) -> None:
+        pair = ConnectionPair.open()
+        assert pair.client.role is Role.CLIENT
+        assert pair.server.role is Role.SERVER
+        assert pair.client.state is pair.server.state is State.OPEN
+        assert Message(data="x").message_type is MessageType.TEXT
+        assert Message(data=b"x").message_type is MessageType.BINARY
+
+
+def test_message_repr_is_short() -> None:
+    assert repr(Message(data="hi")) == "Message(data='hi')"
+    assert repr(Message(data=bytes(1000))).endswith("... (1000 bytes))")
+    assert repr(Message(data="é" * 100)).endswith("... (100 chars))")
+    assert repr(MessageData(data=bytes(100))).endswith("... (100 bytes))")
