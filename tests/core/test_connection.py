@@ -509,9 +509,10 @@ class TestEndOfStream:
         conn.receive_eof()
         assert events(conn) == [Close(code=CloseCode.ABNORMAL_CLOSURE)]
 
-    def test_eof_inside_a_control_frame_header(self) -> None:
+    @pytest.mark.parametrize("cut", [1, 5, 7])  # in the header, in the key, in the payload
+    def test_eof_inside_a_control_frame(self, cut: int) -> None:
         conn = server()
-        feed(conn, client_frame(Opcode.PING, b"abc")[:5])
+        assert feed(conn, client_frame(Opcode.PING, b"abc")[:cut]) == []
         conn.receive_eof()
         assert events(conn) == [Close(code=CloseCode.ABNORMAL_CLOSURE)]
 
@@ -608,6 +609,21 @@ class BrokenExtension(XorExtension):
         raise ValueError("bug")
 
 
+class StrictExtension(Extension):
+    """A toy extension claiming RSV3 that refuses any payload starting with '!'."""
+
+    name = "x-strict"
+    rsv = RSV3
+
+    def decode(self, data: bytes, *, rsv: int, fin: bool, max_size: int | None) -> bytes:
+        if data.startswith(b"!"):
+            raise RemoteProtocolError(CloseCode.POLICY_VIOLATION, "refused")
+        return data.upper()
+
+    def encode(self, data: bytes, *, first: bool, fin: bool) -> tuple[bytes, int]:
+        return data, 0
+
+
 class TestExtensions:
     def test_claimed_rsv_bit_is_accepted_and_decoded(self) -> None:
         conn = server(extensions=[XorExtension()])
@@ -638,6 +654,24 @@ class TestExtensions:
         error = fails(conn, client_frame(Opcode.BINARY, b"x", rsv=RSV2), CloseCode.INTERNAL_ERROR)
         assert isinstance(error.__cause__, ValueError)
         assert error.reason == "internal error"
+
+    def test_each_extension_sees_only_messages_with_its_bits(self) -> None:
+        conn = server(extensions=[XorExtension(), StrictExtension()])
+        xored = bytes(b ^ 0x55 for b in b"abc")
+        got = feed(
+            conn,
+            client_frame(Opcode.BINARY, xored, rsv=RSV2),
+            client_frame(Opcode.BINARY, b"abc", rsv=RSV3),
+            client_frame(Opcode.BINARY, b"xyz", rsv=RSV2 | RSV3),
+        )
+        # Decoding runs in reverse order of negotiation: x-strict, then x-xor.
+        both = bytes(b ^ 0x55 for b in b"XYZ")
+        assert got == [Message(data=b"abc"), Message(data=b"ABC"), Message(data=both)]
+
+    def test_an_extension_may_fail_the_connection(self) -> None:
+        conn = server(extensions=[StrictExtension()])
+        error = fails(conn, client_frame(Opcode.TEXT, b"!x", rsv=RSV3), CloseCode.POLICY_VIOLATION)
+        assert error.reason == "refused"
 
     def test_two_extensions_may_not_claim_one_bit(self) -> None:
         with pytest.raises(LocalProtocolError, match="RSV"):

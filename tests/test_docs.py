@@ -1,0 +1,64 @@
+"""The docs' code runs as written, and what is generated is up to date."""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from wsproto_core import HandshakeRequest, Message, ServerConnection
+
+DOCS = Path(__file__).parent.parent / "docs"
+
+
+def python_blocks(path: Path) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", path.read_text(), re.S)
+
+
+def echo_once(listener: socket.socket) -> None:
+    """A loopback WebSocket server for one connection, built on the core."""
+    sock, _ = listener.accept()
+    with sock:
+        conn = ServerConnection()
+        while not conn.close_expected():
+            data = sock.recv(65536)
+            if data:
+                conn.receive_data(data)
+            else:
+                conn.receive_eof()
+            while (event := conn.next_event()) is not None:
+                if isinstance(event, HandshakeRequest):
+                    conn.accept()
+                elif isinstance(event, Message):
+                    conn.send_message(event.message_type, event.data)
+            sock.sendall(conn.data_to_send())
+            if not data:
+                break
+
+
+def test_core_guide_example_talks_to_a_real_server() -> None:
+    blocks = python_blocks(DOCS / "core.md")
+    assert len(blocks) == 1
+    namespace: dict[str, object] = {}
+    exec(compile(blocks[0], "docs/core.md", "exec"), namespace)
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(10)
+        server = threading.Thread(target=echo_once, args=(listener,), daemon=True)
+        server.start()
+        fetch = namespace["fetch_one_message"]
+        assert callable(fetch)
+        assert fetch("127.0.0.1", listener.getsockname()[1]) == "hello"
+        server.join(10)
+        assert not server.is_alive()
+
+
+def test_state_diagram_is_current() -> None:
+    result = subprocess.run(
+        [sys.executable, str(DOCS / "gen_state_diagram.py"), "--check"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout
