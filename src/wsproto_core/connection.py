@@ -45,13 +45,7 @@ from .events import (
     Pong,
 )
 from .extensions.base import ClientExtensionFactory, Extension, ServerExtensionFactory
-from .frames import (
-    FrameHeader,
-    format_close_message,
-    parse_close_payload,
-    parse_header,
-    serialize_header,
-)
+from .frames import format_close_message, parse_close_payload, read_header, serialize_header
 from .handshake import (
     DEFAULT_MAX_HANDSHAKE_SIZE,
     DEFAULT_MAX_REJECTED_BODY_SIZE,
@@ -76,6 +70,7 @@ __all__ = [
 
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
 _MASK_POOL = 4096  # random bytes fetched at once: 1024 masking keys per system call
+_SMALL = 4096  # payloads below this are sliced, above it copied through a memoryview
 
 Data = bytes | bytearray | memoryview
 
@@ -133,7 +128,6 @@ class Connection:
         self._mask_pool = b""
         self._mask_pos = 0
 
-        self._buffer = bytearray()
         self._eof = False
         self._failed = False
         self._events: deque[Event] = deque()
@@ -143,8 +137,13 @@ class Connection:
         #: The Close we received (code 1006 if the transport ended without one), or ``None``.
         self.close_received: Close | None = None
 
-        # The data frame being read: its header, and how much payload is left.
-        self._frame: FrameHeader | None = None
+        # Input not yet consumed is self._buffer[self._pos:].
+        self._buffer: bytes | bytearray = b""
+        self._pos = 0
+        # The data frame being read: its FIN bit, key, and how much payload is left.
+        self._in_frame = False
+        self._fin = False
+        self._frame_key: bytes | None = None
         self._remaining = 0
         self._offset = 0
         # The message being read.
@@ -220,7 +219,7 @@ class Connection:
         if self._state is State.CONNECTING:
             self._handshake_data(bytes(data))
         elif self.close_received is None and not self._failed:
-            self._buffer += data
+            self._append(data)
 
     def receive_eof(self) -> None:
         """Tell the connection that the peer closed its side of the transport.
@@ -273,61 +272,93 @@ class Connection:
             self._queue_close(format_close_message(code, reason[:100]))
         self._failed = True
         self._state = State.CLOSED
-        self._buffer.clear()
+        self._discard_input()
 
     def _frame_event(self) -> Event | None:
         buf = self._buffer
         while True:
             if self.close_received is not None or self._failed:
                 return None
-            frame = self._frame
-            if frame is None:
-                header = parse_header(buf)
+            pos = self._pos
+            if not self._in_frame:
+                header = read_header(buf, pos)
                 if header is None:
                     return self._end_of_input()
-                if self._header_needs_payload(header):
-                    if len(buf) < header.size + header.length:
+                fin, rsv, opcode, length, mask_key, size = header
+                self._check_header(rsv, opcode, length, mask_key)
+                start = pos + size
+                end = start + length
+                if opcode >= 0x8:
+                    if len(buf) < end:
                         return self._end_of_input()
-                    payload = self._take(header.size, header.length, header.mask_key)
-                    return self._control(header, payload)
-                del buf[: header.size]
-                self._frame = header
-                self._remaining = header.length
+                    return self._control(opcode, self._take(start, end, mask_key, 0))
+                if fin and opcode and not rsv and not self.stream_messages and len(buf) >= end:
+                    # The common case in one step: a whole unfragmented message
+                    # is here (_check_header applied the read limit).
+                    payload = self._take(start, end, mask_key, 0)
+                    return Message(data=decode_text(payload) if opcode == 1 else payload)
+                self._pos = start
+                self._in_frame = True
+                self._fin = fin
+                self._frame_key = mask_key
+                self._remaining = length
                 self._offset = 0
-                if header.opcode:
-                    event = self._start_message(header)
+                if opcode:
+                    event = self._start_message(opcode, rsv)
                     if event is not None:
                         return event
                 continue
-            remaining = self._remaining
-            size = len(buf)
-            if size < remaining:
-                if not size:
+            available = len(buf) - pos
+            size = self._remaining
+            if available < size:
+                if not available:
                     return self._end_of_input()
-                remaining = size
-            chunk = self._take(0, remaining, frame.mask_key, self._offset)
-            self._offset += remaining
-            self._remaining -= remaining
+                size = available
+            chunk = self._take(pos, pos + size, self._frame_key, self._offset)
+            self._offset += size
+            self._remaining -= size
             last = False
             if not self._remaining:
-                self._frame = None
-                last = frame.fin
+                self._in_frame = False
+                last = self._fin
             event = self._message_piece(chunk, last)
             if event is not None:
                 return event
 
-    def _take(self, skip: int, size: int, mask_key: bytes | None, offset: int = 0) -> bytes:
-        # One copy out of the buffer (or one unmasking pass), then drop the
-        # consumed bytes; deleting from the front of a bytearray is O(1).
+    def _take(self, start: int, end: int, mask_key: bytes | None, offset: int) -> bytes:
+        """Consume ``buffer[start:end]`` and return it unmasked, with one copy."""
         buf = self._buffer
-        end = skip + size
-        if mask_key is None and not skip and end == len(buf):
-            data = bytes(buf)
+        self._pos = end
+        if end - start < _SMALL:
+            # Slicing beats setting up a memoryview for small payloads.
+            piece = buf[start:end]
+            if mask_key is not None:
+                return apply_mask(piece, mask_key, offset)
+            return piece if type(piece) is bytes else bytes(piece)
+        with memoryview(buf) as view, view[start:end] as window:
+            return bytes(window) if mask_key is None else apply_mask(window, mask_key, offset)
+
+    def _append(self, data: Data) -> None:
+        buf = self._buffer
+        pos = self._pos
+        if pos >= len(buf):
+            # Everything read so far is consumed: adopt the new bytes without
+            # copying them (the common case: each read holds whole frames).
+            self._buffer = data if type(data) is bytes else bytes(data)
+        elif isinstance(buf, bytearray):
+            del buf[:pos]  # O(1): CPython moves the bytearray's start
+            buf += data
         else:
-            with memoryview(buf) as view, view[skip:end] as piece:
-                data = bytes(piece) if mask_key is None else apply_mask(piece, mask_key, offset)
-        del buf[:end]
-        return data
+            # A partial frame is left: from now on, accumulate in a bytearray,
+            # whose appends are amortized O(1).
+            pending = bytearray(memoryview(buf)[pos:])
+            pending += data
+            self._buffer = pending
+        self._pos = 0
+
+    def _discard_input(self) -> None:
+        self._buffer = b""
+        self._pos = 0
 
     def _end_of_input(self) -> Event | None:
         if not self._eof:
@@ -337,26 +368,25 @@ class Connection:
         event = Close(code=CloseCode.ABNORMAL_CLOSURE)
         self._state = transition(RECEIVE_TRANSITIONS, self._state, Close)
         self.close_received = event
-        self._buffer.clear()
+        self._discard_input()
         return event
 
-    def _header_needs_payload(self, header: FrameHeader) -> bool:
-        """Check the header against the connection; ``True`` for a control frame."""
+    def _check_header(self, rsv: int, opcode: int, length: int, mask_key: bytes | None) -> None:
+        """Check a frame header against the connection's state and options."""
         # "The server MUST close the connection upon receiving a frame that is
         # not masked. [...] A client MUST close a connection if it detects a
         # masked frame." -- RFC 6455 §5.1
-        if (header.mask_key is None) is not self._client:
+        if (mask_key is None) is not self._client:
             raise RemoteProtocolError(
                 CloseCode.PROTOCOL_ERROR,
                 "server frame is masked" if self._client else "client frame is not masked",
             )
-        opcode = header.opcode
         if opcode >= 0x8:
-            if header.rsv:
+            if rsv:
                 raise RemoteProtocolError(
                     CloseCode.PROTOCOL_ERROR, "RSV bits set on a control frame"
                 )
-            return True
+            return
         if opcode:  # TEXT or BINARY: a new message
             if self._reading:
                 raise RemoteProtocolError(
@@ -365,37 +395,36 @@ class Connection:
             # "If a nonzero value is received and none of the negotiated
             # extensions defines the meaning of such a nonzero value, the
             # receiving endpoint MUST _Fail the WebSocket Connection_." -- §5.2
-            if header.rsv & ~self._claimed_rsv:
+            if rsv & ~self._claimed_rsv:
                 raise RemoteProtocolError(CloseCode.PROTOCOL_ERROR, "reserved bits set")
+            transformed, so_far = rsv, 0
         else:
             if not self._reading:
                 raise RemoteProtocolError(
                     CloseCode.PROTOCOL_ERROR, "continuation frame without a message to continue"
                 )
-            if header.rsv:
+            if rsv:
                 raise RemoteProtocolError(
                     CloseCode.PROTOCOL_ERROR, "RSV bits set on a continuation frame"
                 )
-        limit = self._max_size
+            transformed, so_far = self._rsv, self._size
         # Refuse an announced length past the read limit before buffering any
         # of it. An extension (compression) may change the size, so then the
         # decoded size is checked instead, as it is produced.
-        transformed = header.rsv if opcode else self._rsv
-        so_far = self._size if not opcode else 0
-        if limit is not None and not transformed and so_far + header.length > limit:
+        limit = self._max_size
+        if limit is not None and not transformed and so_far + length > limit:
             raise ReadLimitError(f"message larger than the read limit of {limit} bytes")
-        return False
 
-    def _start_message(self, header: FrameHeader) -> Event | None:
+    def _start_message(self, opcode: int, rsv: int) -> Event | None:
         self._reading = True
-        self._text = header.opcode is Opcode.TEXT
-        self._rsv = header.rsv
+        self._text = opcode == Opcode.TEXT
+        self._rsv = rsv
         self._size = 0
         self._streaming = self.stream_messages
         self._parts = []
         self._utf8 = None
         if self._streaming:
-            return MessageStart(message_type=MessageType(header.opcode))
+            return MessageStart(message_type=MessageType(opcode))
         return None
 
     def _message_piece(self, chunk: bytes, last: bool) -> Event | None:
@@ -451,15 +480,14 @@ class Connection:
                 raise RemoteProtocolError(CloseCode.INTERNAL_ERROR, "internal error") from exc
         return chunk
 
-    def _control(self, header: FrameHeader, payload: bytes) -> Event:
-        opcode = header.opcode
-        if opcode is Opcode.PING:
+    def _control(self, opcode: int, payload: bytes) -> Event:
+        if opcode == Opcode.PING:
             # "Upon receipt of a Ping frame, an endpoint MUST send a Pong frame
             # in response, unless it already received a Close frame." -- §5.5.2
             if self.auto_pong and self.close_sent is None:
                 self._queue(Opcode.PONG, payload)
             return Ping(payload=payload)
-        if opcode is Opcode.PONG:
+        if opcode == Opcode.PONG:
             return Pong(payload=payload)
         code, reason = parse_close_payload(payload)
         event = Close(code=code, reason=reason)
@@ -472,7 +500,7 @@ class Connection:
             # received." -- RFC 6455 §5.5.1
             self.close_sent = Close(code=code)
             self._queue_close(format_close_message(code))
-        self._buffer.clear()
+        self._discard_input()
         return event
 
     # -- output -----------------------------------------------------------------
@@ -692,7 +720,7 @@ class ClientConnection(Connection):
             self._set_extensions(self._handshake.extensions)
             self.subprotocol = event.subprotocol
             self.handshake_response = event
-            self._buffer += self._handshake.trailing_data
+            self._append(self._handshake.trailing_data)
         else:
             self._failed = True  # nothing more will come; close the transport
         return event
@@ -783,7 +811,7 @@ class ServerConnection(Connection):
         self.subprotocol = event.subprotocol
         self._out.append(response)
         self._state = state
-        self._buffer += self._handshake.trailing_data
+        self._append(self._handshake.trailing_data)
         return event
 
     def reject(

@@ -29,6 +29,7 @@ __all__ = [
     "parse_close_payload",
     "parse_frame",
     "parse_header",
+    "read_header",
     "serialize_frame",
 ]
 
@@ -69,15 +70,13 @@ class FrameHeader:
     size: int
 
 
-def parse_header(buf: bytes | bytearray | memoryview, pos: int = 0) -> FrameHeader | None:
-    """Parse the frame header that starts at ``buf[pos]``.
+def read_header(
+    buf: bytes | bytearray | memoryview, pos: int = 0
+) -> tuple[bool, int, int, int, bytes | None, int] | None:
+    """Parse a frame header into a plain tuple, for hot loops; see :func:`parse_header`.
 
     Returns:
-        The header, or ``None`` if ``buf`` does not hold all of it yet.
-
-    Raises:
-        RemoteProtocolError: 1002 for a reserved opcode, a fragmented or
-            oversized control frame, or a 64-bit length with its top bit set.
+        ``(fin, rsv, opcode, length, mask_key, size)``, or ``None`` if incomplete.
     """
     available = len(buf) - pos
     if available < 2:
@@ -110,7 +109,7 @@ def parse_header(buf: bytes | bytearray | memoryview, pos: int = 0) -> FrameHead
         # "If an unknown opcode is received, the receiving endpoint MUST _Fail
         # the WebSocket Connection_." -- RFC 6455 §5.2
         raise RemoteProtocolError(CloseCode.PROTOCOL_ERROR, f"reserved opcode {opcode:#x}")
-    fin = bool(first & FIN)
+    fin = first >= FIN
     if opcode >= 0x8:
         # "All control frames MUST have a payload length of 125 bytes or less
         # and MUST NOT be fragmented." -- RFC 6455 §5.5
@@ -118,7 +117,24 @@ def parse_header(buf: bytes | bytearray | memoryview, pos: int = 0) -> FrameHead
             raise RemoteProtocolError(CloseCode.PROTOCOL_ERROR, "control frame too long")
         if not fin:
             raise RemoteProtocolError(CloseCode.PROTOCOL_ERROR, "fragmented control frame")
-    return FrameHeader(fin, first & _RSV, Opcode(opcode), length, mask_key, size)
+    return fin, first & _RSV, opcode, length, mask_key, size
+
+
+def parse_header(buf: bytes | bytearray | memoryview, pos: int = 0) -> FrameHeader | None:
+    """Parse the frame header that starts at ``buf[pos]``.
+
+    Returns:
+        The header, or ``None`` if ``buf`` does not hold all of it yet.
+
+    Raises:
+        RemoteProtocolError: 1002 for a reserved opcode, a fragmented or
+            oversized control frame, or a 64-bit length with its top bit set.
+    """
+    header = read_header(buf, pos)
+    if header is None:
+        return None
+    fin, rsv, opcode, length, mask_key, size = header
+    return FrameHeader(fin, rsv, Opcode(opcode), length, mask_key, size)
 
 
 def serialize_header(
