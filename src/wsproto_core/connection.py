@@ -216,6 +216,8 @@ class Connection:
         """
         if self._eof:
             raise LocalProtocolError("receive_data() after receive_eof()")
+        if not data:
+            return  # an empty read is not the end of the stream: see receive_eof()
         if self._state is State.CONNECTING:
             self._handshake_data(bytes(data))
         elif self.close_received is None and not self._failed:

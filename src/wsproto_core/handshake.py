@@ -16,7 +16,9 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import http
 import os
+import re
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 
@@ -30,6 +32,7 @@ from .headers import (
     Headers,
     HeadersLike,
     format_extensions,
+    is_token,
     parse_extensions,
     parse_token_list,
 )
@@ -140,12 +143,20 @@ def _check_extra_headers(extra: Headers, owned: frozenset[str]) -> None:
             )
 
 
-def _h11_send(conn: h11.Connection, event: h11._events.Event) -> bytes:
+def _h11_send(conn: h11.Connection, make: Callable[[], h11._events.Event]) -> bytes:
+    # h11 validates header names and values (no CR/LF injection) when the
+    # event is built, so build it here, where its errors become ours.
     try:
-        return conn.send(event) or b""
-    except h11.LocalProtocolError as exc:
-        # h11 validates header names and values (no CR/LF injection).
+        return conn.send(make()) or b""
+    except (h11.LocalProtocolError, UnicodeEncodeError) as exc:
         raise LocalProtocolError(f"invalid HTTP message: {exc}") from exc
+
+
+def _phrase(status: int) -> bytes:
+    try:
+        return http.HTTPStatus(status).phrase.encode("ascii")
+    except ValueError:
+        return b""
 
 
 class ClientHandshake:
@@ -170,8 +181,12 @@ class ClientHandshake:
     ) -> None:
         self.uri = parse_uri(uri) if isinstance(uri, str) else uri
         for protocol in subprotocols:
-            if parse_token_list([protocol]) != [protocol]:
+            if not is_token(protocol):
                 raise LocalProtocolError(f"subprotocol {protocol!r} is not an HTTP token")
+        # "The elements that comprise this value MUST be non-empty strings [...]
+        # and MUST all be unique strings." -- RFC 6455 §4.1
+        if len(set(subprotocols)) != len(subprotocols):
+            raise LocalProtocolError("each subprotocol may be offered once")
         if len({factory.name for factory in extensions}) != len(extensions):
             raise LocalProtocolError("each extension may be offered once")
         self.subprotocols = tuple(subprotocols)
@@ -196,6 +211,9 @@ class ClientHandshake:
             offers = [factory.offer() for factory in self._factories]
             fields.append(("Sec-WebSocket-Extensions", format_extensions(offers)))
         if cookies:
+            for name, value in cookies.items():
+                if not is_token(name) or not _COOKIE_VALUE.fullmatch(value):
+                    raise LocalProtocolError(f"invalid cookie {name!r}={value!r} (RFC 6265 §4.1.1)")
             fields.append(("Cookie", "; ".join(f"{k}={v}" for k, v in cookies.items())))
         if self.uri.user_info is not None and "authorization" not in extra:
             credentials = ":".join(self.uri.user_info).encode()
@@ -203,12 +221,13 @@ class ClientHandshake:
         self.request_headers = Headers(fields) + extra
 
         self._h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=max_handshake_size)
-        request = h11.Request(
-            method="GET", target=self.uri.resource_name, headers=list(self.request_headers)
-        )
-        self.request: bytes = _h11_send(self._h11, request) + _h11_send(
-            self._h11, h11.EndOfMessage()
-        )
+        self._head = _HeadMeter(max_handshake_size)
+        self._eof = False
+        fields = list(self.request_headers)
+        self.request: bytes = _h11_send(
+            self._h11,
+            lambda: h11.Request(method="GET", target=self.uri.resource_name, headers=fields),
+        ) + _h11_send(self._h11, h11.EndOfMessage)
         self._rejection: h11.Response | None = None
         self._body: list[bytes] = []
         self._body_size = 0
@@ -217,6 +236,8 @@ class ClientHandshake:
 
     def receive_data(self, data: bytes) -> None:
         """Feed bytes of the server's response; ``b""`` means end of stream."""
+        self._head.received += len(data)
+        self._eof = not data
         self._h11.receive_data(data)
 
     def next_event(self) -> HandshakeResponse | HandshakeRejected | None:
@@ -234,9 +255,17 @@ class ClientHandshake:
             try:
                 event = self._h11.next_event()
             except h11.RemoteProtocolError as exc:
+                if self._eof and self._rejection is None:
+                    raise HandshakeError(
+                        "connection closed before the handshake response"
+                    ) from None
                 raise HandshakeError(f"malformed HTTP response: {exc}") from None
             if event is h11.NEED_DATA:
                 return None
+            if isinstance(event, (h11.InformationalResponse, h11.Response)) and self._head.exceeded(
+                self._h11
+            ):
+                raise HandshakeError("response head larger than max_handshake_size")
             if isinstance(event, h11.InformationalResponse):
                 if event.status_code == 101:
                     return self._accepted(event)
@@ -249,9 +278,7 @@ class ClientHandshake:
                 self._body_size += min(room, len(event.data))
                 if self._body_size >= self._max_rejected_body_size:
                     return self._rejected()
-            elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
-                if self._rejection is None:
-                    raise HandshakeError("connection closed before the handshake response")
+            else:  # EndOfMessage (h11 raises on a premature ConnectionClosed)
                 return self._rejected()
 
     def _rejected(self) -> HandshakeRejected:
@@ -330,6 +357,7 @@ class ServerHandshake:
         self._check_origin = check_origin
         self._max_handshake_size = max_handshake_size
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=max_handshake_size)
+        self._head = _HeadMeter(max_handshake_size)
         self._request: h11.Request | None = None
         self._body: list[bytes] = []
         self._body_size = 0
@@ -340,6 +368,7 @@ class ServerHandshake:
 
     def receive_data(self, data: bytes) -> None:
         """Feed bytes of the client's request; ``b""`` means end of stream."""
+        self._head.received += len(data)
         self._h11.receive_data(data)
 
     def next_event(self) -> HandshakeRequest | HTTPRequest | None:
@@ -355,10 +384,15 @@ class ServerHandshake:
             try:
                 event = self._h11.next_event()
             except h11.RemoteProtocolError as exc:
-                raise self._fail(exc.error_status_hint, f"malformed HTTP request: {exc}") from None
+                # h11's message may quote the peer's bytes: keep it out of the body.
+                raise self._fail(
+                    exc.error_status_hint, "malformed HTTP request", str(exc)
+                ) from None
             if event is h11.NEED_DATA or event is h11.PAUSED:
                 return None
             if isinstance(event, h11.Request):
+                if self._head.exceeded(self._h11):
+                    raise self._fail(431, "request head larger than max_handshake_size")
                 self._request = event
             elif isinstance(event, h11.Data):
                 self._body_size += len(event.data)
@@ -372,12 +406,17 @@ class ServerHandshake:
                 raise HandshakeError("connection closed before the handshake request")
 
     def _fail(
-        self, status: int, reason: str, headers: Sequence[tuple[str, str]] = ()
+        self,
+        status: int,
+        reason: str,
+        detail: str = "",
+        headers: Sequence[tuple[str, str]] = (),
     ) -> HandshakeError:
         body = (reason + "\n").encode()
         fields = [*headers, ("Content-Type", "text/plain; charset=utf-8")]
         self.response = self._respond(status, fields, body)
-        return HandshakeError(reason, status_code=status, headers=Headers(fields))
+        message = f"{reason}: {detail}" if detail else reason
+        return HandshakeError(message, status_code=status, headers=Headers(fields))
 
     def _evaluate(self) -> HandshakeRequest | HTTPRequest:
         request = self._request
@@ -396,7 +435,9 @@ class ServerHandshake:
             )
         # RFC 6455 §4.2.1: what the server reads from the client's handshake.
         if method != "GET":
-            raise self._fail(405, "a WebSocket handshake must be a GET request", [("Allow", "GET")])
+            raise self._fail(
+                405, "a WebSocket handshake must be a GET request", headers=[("Allow", "GET")]
+            )
         if request.http_version < b"1.1":
             raise self._fail(400, "a WebSocket handshake needs HTTP/1.1 or later")
         if "upgrade" not in connection:
@@ -407,12 +448,12 @@ class ServerHandshake:
         if versions != [VERSION]:
             # "the server [...] MUST [...] send an appropriate HTTP error code
             # (such as 426 Upgrade Required) and a |Sec-WebSocket-Version|
-            # header field indicating the version(s)" -- RFC 6455 §4.2.2
-            status = 400 if not versions else 426
+            # header field indicating the version(s)" -- RFC 6455 §4.2.2.
+            # A missing or repeated header is a malformed request (§4.2.1).
             raise self._fail(
-                status,
+                426 if len(versions) == 1 else 400,
                 f"unsupported WebSocket version {', '.join(versions) or '(none)'}; use 13",
-                [("Sec-WebSocket-Version", VERSION)],
+                headers=[("Sec-WebSocket-Version", VERSION)],
             )
         keys = headers.get_all("sec-websocket-key")
         if len(keys) != 1 or not _valid_key(keys[0]):
@@ -422,6 +463,12 @@ class ServerHandshake:
             offers = parse_extensions(headers.get_all("sec-websocket-extensions"))
         except ValueError as exc:
             raise self._fail(400, f"malformed header: {exc}") from None
+        if not target.startswith("/"):
+            # "(or an absolute HTTP/HTTPS URI containing the /resource name/)" -- §4.2.1
+            parts = urllib.parse.urlsplit(target)
+            if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+                raise self._fail(400, "the request target is not a resource name")
+            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         event = HandshakeRequest(
             target=target,
             headers=headers,
@@ -472,10 +519,17 @@ class ServerHandshake:
         if subprotocol is not None:
             fields.append(("Sec-WebSocket-Protocol", subprotocol))
         if responses:
-            fields.append(("Sec-WebSocket-Extensions", format_extensions(responses)))
+            try:
+                fields.append(("Sec-WebSocket-Extensions", format_extensions(responses)))
+            except ValueError as exc:
+                raise LocalProtocolError(f"an extension answered badly: {exc}") from None
         headers = Headers(fields) + extra
+        fields = list(headers)
         self.response = _h11_send(
-            self._h11, h11.InformationalResponse(status_code=101, headers=list(headers))
+            self._h11,
+            lambda: h11.InformationalResponse(
+                status_code=101, headers=fields, reason=b"Switching Protocols"
+            ),
         )
         self.extensions = extensions
         self.trailing_data = self._h11.trailing_data[0]
@@ -492,13 +546,13 @@ class ServerHandshake:
         extensions: list[Extension] = []
         rsv_used = 0
         for offer in offers:
-            if any(ext.name == offer.name for ext in extensions):
+            if any(response.name == offer.name for response in responses):
                 continue
             for factory in self._factories:
                 if factory.name != offer.name or factory.rsv & rsv_used:
                     continue
                 result = factory.negotiate(offer)
-                if result is not None:
+                if result is not None and result[0].name == offer.name:
                     responses.append(result[0])
                     extensions.append(result[1])
                     rsv_used |= result[1].rsv
@@ -538,12 +592,34 @@ class ServerHandshake:
     def _respond(self, status: int, fields: list[tuple[str, str]], body: bytes) -> bytes:
         fields = [(k, v) for k, v in fields if k.lower() not in ("content-length", "connection")]
         fields += [("Content-Length", str(len(body))), ("Connection", "close")]
-        head = _h11_send(self._h11, h11.Response(status_code=status, headers=fields))
+        head = _h11_send(
+            self._h11,
+            lambda: h11.Response(status_code=status, headers=fields, reason=_phrase(status)),
+        )
         return (
             head
-            + _h11_send(self._h11, h11.Data(data=body))
-            + _h11_send(self._h11, h11.EndOfMessage())
+            + _h11_send(self._h11, lambda: h11.Data(data=body))
+            + _h11_send(self._h11, h11.EndOfMessage)
         )
+
+
+# cookie-value = *cookie-octet / DQUOTE *cookie-octet DQUOTE -- RFC 6265 §4.1.1
+_OCTETS = r"[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*"
+_COOKIE_VALUE = re.compile(f'{_OCTETS}|"{_OCTETS}"')
+
+
+class _HeadMeter:
+    """Bounds a complete HTTP head too: h11 only bounds incomplete ones."""
+
+    __slots__ = ("limit", "received")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.received = 0
+
+    def exceeded(self, conn: h11.Connection) -> bool:
+        # Called when a head arrives: what was fed, less what follows it, is the head.
+        return self.received - len(conn.trailing_data[0]) > self.limit
 
 
 def _valid_key(key: str) -> bool:

@@ -16,6 +16,7 @@ __all__ = [
     "Headers",
     "HeadersLike",
     "format_extensions",
+    "is_token",
     "parse_extensions",
     "parse_token_list",
 ]
@@ -91,6 +92,11 @@ class Headers:
 
 HeadersLike = Headers | Mapping[str, str] | Iterable[tuple[str, str]]
 """Anything :class:`Headers` accepts: a mapping or an iterable of (name, value) pairs."""
+
+
+def is_token(value: str) -> bool:
+    """Tell whether ``value`` is an HTTP token (RFC 7230 §3.2.6)."""
+    return _TOKEN.fullmatch(value) is not None
 
 
 def parse_token_list(values: Iterable[str]) -> list[str]:
@@ -201,11 +207,18 @@ def _token(value: str, pos: int) -> tuple[str, int]:
 
 
 def format_extensions(offers: Iterable[ExtensionOffer]) -> str:
-    """Format extension offers or responses as one ``Sec-WebSocket-Extensions`` value."""
+    """Format extension offers or responses as one ``Sec-WebSocket-Extensions`` value.
+
+    Raises:
+        ValueError: a name or value is not a token (RFC 6455 §9.1).
+    """
     parts = []
     for offer in offers:
         items = [offer.name]
         for name, value in offer.params:
             items.append(name if value is None else f"{name}={value}")
+        for item in (offer.name, *(p for param in offer.params for p in param if p is not None)):
+            if not is_token(item):
+                raise ValueError(f"{item!r} is not a token")
         parts.append("; ".join(items))
     return ", ".join(parts)

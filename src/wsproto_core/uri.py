@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import urllib.parse
 from dataclasses import dataclass
 
 __all__ = ["WebSocketURI", "parse_uri"]
 
 _DEFAULT_PORTS = {"ws": 80, "wss": 443}
+# A registered name or an IPv4 address, or an IPv6 address without a zone.
+_HOST = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=-]+|[0-9A-Fa-f:.]+")
+_PATH_SAFE = "/:@!$&'()*+,;=-._~%"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,15 +61,26 @@ def parse_uri(uri: str) -> WebSocketURI:
     if not parts.hostname:
         raise ValueError(f"{uri!r} has no host")
     try:
-        port = parts.port or _DEFAULT_PORTS[scheme]
+        port = parts.port
     except ValueError as exc:
         raise ValueError(f"{uri!r} has an invalid port") from exc
+    if port is None:
+        port = _DEFAULT_PORTS[scheme]
+    elif port == 0:
+        raise ValueError(f"{uri!r} has an invalid port")
     host = parts.hostname
     if not host.isascii():
-        host = host.encode("idna").decode("ascii")
-    resource_name = parts.path or "/"
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError as exc:
+            raise ValueError(f"{uri!r} has an invalid host name") from exc
+    if not _HOST.fullmatch(host):
+        raise ValueError(f"{uri!r} has an invalid host name")
+    # Characters a URI may not hold (spaces, non-ASCII) are percent-encoded,
+    # as browsers do; existing escapes are kept.
+    resource_name = urllib.parse.quote(parts.path or "/", safe=_PATH_SAFE)
     if parts.query:
-        resource_name += "?" + parts.query
+        resource_name += "?" + urllib.parse.quote(parts.query, safe=_PATH_SAFE + "?")
     user_info = None
     if parts.username is not None:
         user_info = (

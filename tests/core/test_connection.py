@@ -345,7 +345,6 @@ class TestStreaming:
         for _ in range(16):
             assert feed(conn, piece) == [MessageData(data=piece)]
 
-
     def test_toggle_takes_effect_at_the_next_message(self) -> None:
         conn = server()
         assert feed(conn, client_frame(Opcode.TEXT, b"a", fin=False)) == []
