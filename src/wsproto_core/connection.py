@@ -56,6 +56,7 @@ from .handshake import (
 )
 from .headers import HeadersLike
 from .mask import apply_mask
+from .prepared import PreparedMessage
 from .state import RECEIVE_TRANSITIONS, SEND_TRANSITIONS, State, transition
 from .uri import WebSocketURI
 from .utf8 import Utf8Decoder, decode_text
@@ -433,8 +434,14 @@ class Connection:
         if self._rsv:
             chunk = self._decode(chunk, last)
         size = self._size = self._size + len(chunk)
-        if self._max_size is not None and size > self._max_size:
-            raise ReadLimitError(f"message larger than the read limit of {self._max_size} bytes")
+        limit = self._max_size
+        if limit is not None and size > limit:
+            if self._text:
+                # Check the text up to the limit first, so the close code
+                # (1007 before 1009) never depends on how reads were split.
+                room = len(chunk) - (size - limit)
+                (self._utf8 or Utf8Decoder()).decode(chunk[:room], False)
+            raise ReadLimitError(f"message larger than the read limit of {limit} bytes")
         if self._streaming:
             if self._text:
                 if self._utf8 is None:
@@ -475,7 +482,7 @@ class Connection:
             if not rsv:
                 continue
             try:
-                chunk = extension.decode(chunk, rsv=rsv, fin=last, max_size=limit)
+                chunk = extension.decode(chunk, rsv=rsv, fin=last, text=self._text, max_size=limit)
             except RemoteProtocolError:
                 raise
             except Exception as exc:  # a bug in an extension must not escape as a crash
@@ -603,6 +610,70 @@ class Connection:
         self._queue(frame_opcode, data, fin=fin, rsv=rsv)
         self._sending = None if fin else opcode
         self._state = state
+
+    def send_prepared(self, message: PreparedMessage) -> None:
+        """Queue a prepared message (gorilla: ``WritePreparedMessage``).
+
+        The encoding is shared with every other connection that negotiated
+        the same parameters; see :class:`~wsproto_core.prepared.PreparedMessage`.
+
+        Raises:
+            LocalProtocolError: the connection is not open, or a fragmented
+                message is half sent.
+            CloseSentError: a Close frame was already sent.
+        """
+        state = transition(SEND_TRANSITIONS, self._state, Message)
+        if self._sending is not None:
+            raise LocalProtocolError("a fragmented message is in progress; finish it first")
+        opcode = Opcode(message.message_type)
+        data = message.data
+        keys = []
+        for extension in self.extensions:
+            key = extension.prepared_key(len(data))
+            if key is None:
+                self._send_data(opcode, data, True)
+                return
+            keys.append(key)
+        shared = tuple(keys)
+        encoded = message._encodings.get(shared)
+        if encoded is None:
+            rsv = 0
+            for extension in self.extensions:
+                data, bits = extension.encode_prepared(data)
+                rsv |= bits
+            encoded = message._encodings[shared] = (data, rsv)
+        payload, rsv = encoded
+        if self._client:
+            self._queue(opcode, payload, rsv=rsv)  # each client frame needs its own mask
+        else:
+            frame = message._frames.get(shared)
+            if frame is None:
+                header = serialize_header(opcode, len(payload), rsv=rsv)
+                frame = message._frames[shared] = header + payload
+            self._out.append(frame)
+        self._state = state
+
+    def enable_write_compression(self, enabled: bool) -> None:
+        """Compress the following outgoing messages, or not (gorilla: ``EnableWriteCompression``).
+
+        Applies from the next message when a compression extension was
+        negotiated, and does nothing otherwise.
+        """
+        for extension in self.extensions:
+            extension.enable_compression(enabled)
+
+    def set_compression_level(self, level: int) -> None:
+        """Set the zlib level, -1..9, of the following messages (gorilla: ``SetCompressionLevel``).
+
+        Does nothing when no compression extension was negotiated.
+
+        Raises:
+            LocalProtocolError: ``level`` is not in -1..9.
+        """
+        if not -1 <= level <= 9:
+            raise LocalProtocolError(f"compression level {level} is not in -1..9")
+        for extension in self.extensions:
+            extension.set_compression_level(level)
 
     def send_ping(self, payload: Data = b"") -> None:
         """Queue a Ping (at most 125 bytes). The peer answers with a :class:`Pong`."""

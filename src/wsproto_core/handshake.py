@@ -455,6 +455,10 @@ class ServerHandshake:
                 f"unsupported WebSocket version {', '.join(versions) or '(none)'}; use 13",
                 headers=[("Sec-WebSocket-Version", VERSION)],
             )
+        # h11 requires Host of HTTP/1.1 only; RFC 6455 §4.2.1 requires it of every handshake.
+        host = headers.get("host")
+        if host is None:
+            raise self._fail(400, "missing Host header")
         keys = headers.get_all("sec-websocket-key")
         if len(keys) != 1 or not _valid_key(keys[0]):
             raise self._fail(400, "missing or invalid Sec-WebSocket-Key")
@@ -472,7 +476,7 @@ class ServerHandshake:
         event = HandshakeRequest(
             target=target,
             headers=headers,
-            host=headers["host"],  # h11 requires Host in HTTP/1.1
+            host=host,
             origin=headers.get("origin"),
             subprotocols=tuple(protocols),
             extensions=tuple(offers),
@@ -596,6 +600,10 @@ class ServerHandshake:
             self._h11,
             lambda: h11.Response(status_code=status, headers=fields, reason=_phrase(status)),
         )
+        if self._request is not None and self._request.method == b"HEAD":
+            # A response to HEAD has the headers of the GET response and no
+            # body (RFC 7231 §4.3.2); h11 enforces it.
+            return head + _h11_send(self._h11, h11.EndOfMessage)
         return (
             head
             + _h11_send(self._h11, lambda: h11.Data(data=body))

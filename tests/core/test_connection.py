@@ -596,7 +596,9 @@ class XorExtension(Extension):
     name = "x-xor"
     rsv = RSV2
 
-    def decode(self, data: bytes, *, rsv: int, fin: bool, max_size: int | None) -> bytes:
+    def decode(
+        self, data: bytes, *, rsv: int, fin: bool, text: bool, max_size: int | None
+    ) -> bytes:
         return bytes(b ^ 0x55 for b in data)
 
     def encode(self, data: bytes, *, first: bool, fin: bool) -> tuple[bytes, int]:
@@ -604,7 +606,9 @@ class XorExtension(Extension):
 
 
 class BrokenExtension(XorExtension):
-    def decode(self, data: bytes, *, rsv: int, fin: bool, max_size: int | None) -> bytes:
+    def decode(
+        self, data: bytes, *, rsv: int, fin: bool, text: bool, max_size: int | None
+    ) -> bytes:
         raise ValueError("bug")
 
 
@@ -614,7 +618,9 @@ class StrictExtension(Extension):
     name = "x-strict"
     rsv = RSV3
 
-    def decode(self, data: bytes, *, rsv: int, fin: bool, max_size: int | None) -> bytes:
+    def decode(
+        self, data: bytes, *, rsv: int, fin: bool, text: bool, max_size: int | None
+    ) -> bytes:
         if data.startswith(b"!"):
             raise RemoteProtocolError(CloseCode.POLICY_VIOLATION, "refused")
         return data.upper()
@@ -700,3 +706,31 @@ def test_message_repr_is_short() -> None:
     assert repr(Message(data=bytes(1000))).endswith("... (1000 bytes))")
     assert repr(Message(data="é" * 100)).endswith("... (100 chars))")
     assert repr(MessageData(data=bytes(100))).endswith("... (100 bytes))")
+
+
+class TestErrorPrecedence:
+    """The close code must not depend on how the peer's bytes were split into reads."""
+
+    @pytest.mark.parametrize("stream", [False, True])
+    @pytest.mark.parametrize("split", [12, 3, 1])
+    def test_invalid_utf8_within_the_limit_wins_over_the_limit(
+        self, stream: bool, split: int
+    ) -> None:
+        conn = server(extensions=[XorExtension()], max_message_size=8, stream_messages=stream)
+        payload = bytes(b ^ 0x55 for b in b"ab\xffcdefghijkl")  # bad 3rd byte; 12 bytes > 8
+        wire = client_frame(Opcode.TEXT, payload, rsv=RSV2)
+        reads = [wire[:6]] + [wire[i : i + split] for i in range(6, len(wire), split)]
+
+        def feed_reads() -> None:
+            for data in reads:
+                conn.receive_data(data)
+                events(conn)
+
+        with pytest.raises(RemoteProtocolError) as info:
+            feed_reads()
+        assert info.value.code == CloseCode.INVALID_FRAME_PAYLOAD_DATA
+
+    def test_valid_text_over_the_limit_is_1009(self) -> None:
+        conn = server(extensions=[XorExtension()], max_message_size=8)
+        payload = bytes(b ^ 0x55 for b in "ab€defghijkl".encode())
+        fails(conn, client_frame(Opcode.TEXT, payload, rsv=RSV2), CloseCode.MESSAGE_TOO_BIG)

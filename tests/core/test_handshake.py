@@ -83,7 +83,9 @@ class XorExtension(Extension):
     def __init__(self, key: int) -> None:
         self.key = key
 
-    def decode(self, data: bytes, *, rsv: int, fin: bool, max_size: int | None) -> bytes:
+    def decode(
+        self, data: bytes, *, rsv: int, fin: bool, text: bool, max_size: int | None
+    ) -> bytes:
         assert rsv == RSV2
         return xor(data, self.key)
 
@@ -1609,3 +1611,38 @@ def test_extension_answer_under_another_name_is_declined() -> None:
 def test_client_exposes_its_uri() -> None:
     client = ClientConnection("ws://example.com:8080/chat?x=1")
     assert str(client.uri) == "ws://example.com:8080/chat?x=1"
+
+
+# == found by fuzzing ==================================================================
+
+
+def test_missing_host_is_400_whatever_the_http_version(mode: str) -> None:
+    # h11 requires Host of HTTP/1.1 only; the handshake requires it always (RFC 6455 §4.2.1).
+    _, error, response = server_error(ws_request(version="HTTP/1.2", host=None), mode)
+    assert error.status_code == response.status_code == 400
+    assert response.body == b"missing Host header\n"
+
+
+def test_error_response_to_head_has_no_body() -> None:
+    server = ServerConnection()
+    server.receive_data(b"HEAD / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+    with pytest.raises(HandshakeError) as info:
+        drain(server)
+    assert info.value.status_code == 400
+    wire = server.data_to_send()
+    assert wire.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert wire.endswith(
+        b"Content-Length: 23\r\nConnection: close\r\n\r\n"
+    )  # GET's length, no body
+
+
+def test_reject_of_a_head_request_sends_no_body() -> None:
+    server = ServerConnection()
+    server.receive_data(b"HEAD /health HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert drain(server) == [
+        HTTPRequest(method="HEAD", target="/health", headers=Headers([("host", "a")]))
+    ]
+    server.reject(200, body=b"ok")
+    assert server.data_to_send() == (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n"
+    )

@@ -18,6 +18,7 @@ Invariants the connection keeps, so extensions need not check them:
 from __future__ import annotations
 
 import abc
+from collections.abc import Hashable
 
 from ..headers import ExtensionOffer
 
@@ -37,19 +38,53 @@ class Extension(abc.ABC):
     rsv: int = 0
 
     @abc.abstractmethod
-    def decode(self, data: bytes, *, rsv: int, fin: bool, max_size: int | None) -> bytes:
+    def decode(
+        self, data: bytes, *, rsv: int, fin: bool, text: bool, max_size: int | None
+    ) -> bytes:
         """Transform a piece of an incoming data message.
 
         Args:
             data: the piece, unmasked; it may be empty.
             rsv: this extension's RSV bits from the message's first frame.
             fin: ``True`` for the last piece of the message.
+            text: ``True`` for a text message (its invalid data fails with 1007).
             max_size: produce at most ``max_size + 1`` bytes, so the connection
                 can tell that the read limit was passed without the extension
                 allocating beyond it; ``None`` for no limit.
 
         Raises:
             RemoteProtocolError: the data is invalid for this extension.
+        """
+
+    def prepared_key(self, size: int) -> Hashable | None:
+        """Name how a whole message of ``size`` bytes sent now would be encoded.
+
+        Prepared messages share one encoding among the connections whose
+        extensions return equal keys, so equal keys must mean identical output
+        from :meth:`encode_prepared`. Return ``None`` when the encoding depends
+        on this connection's history; the connection then encodes the message
+        itself with :meth:`encode`. The default, ``None``, is always correct.
+        """
+        return None
+
+    def encode_prepared(self, data: bytes) -> tuple[bytes, int]:
+        """Encode a whole message as :meth:`prepared_key` named it.
+
+        It must not touch this connection's state: the result is shared.
+
+        Returns:
+            The payload and the RSV bits of its frame.
+        """
+        raise NotImplementedError(f"{type(self).__name__} returns prepared keys but cannot encode")
+
+    def enable_compression(self, enabled: bool) -> None:  # noqa: B027 - optional hook
+        """Turn compression of outgoing messages on or off; others ignore it."""
+
+    def set_compression_level(self, level: int) -> None:  # noqa: B027 - optional hook
+        """Change the compression level of outgoing messages; others ignore it.
+
+        Raises:
+            ValueError: the level is out of range for this extension.
         """
 
     @abc.abstractmethod
