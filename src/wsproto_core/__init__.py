@@ -46,12 +46,20 @@ from .events import (
     Ping,
     Pong,
 )
-from .extensions import ClientExtensionFactory, Extension, ServerExtensionFactory
+from .extensions import (
+    ClientExtensionFactory,
+    ClientPerMessageDeflate,
+    Extension,
+    PerMessageDeflate,
+    ServerExtensionFactory,
+    ServerPerMessageDeflate,
+)
 from .frames import Frame, format_close_message, parse_close_payload, parse_frame, serialize_frame
 from .handshake import accept_key, is_websocket_upgrade, same_origin, subprotocols
 from .headers import ExtensionOffer, Headers
 from .mask import apply_mask
 from .memory import ConnectionPair
+from .prepared import PreparedMessage
 from .state import State
 from .uri import WebSocketURI, parse_uri
 
@@ -59,6 +67,7 @@ __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
     "ClientConnection",
     "ClientExtensionFactory",
+    "ClientPerMessageDeflate",
     "Close",
     "CloseCode",
     "CloseError",
@@ -82,13 +91,16 @@ __all__ = [
     "MessageStart",
     "MessageType",
     "Opcode",
+    "PerMessageDeflate",
     "Ping",
     "Pong",
+    "PreparedMessage",
     "ReadLimitError",
     "RemoteProtocolError",
     "Role",
     "ServerConnection",
     "ServerExtensionFactory",
+    "ServerPerMessageDeflate",
     "State",
     "WebSocketError",
     "WebSocketURI",
