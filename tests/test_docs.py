@@ -55,6 +55,27 @@ def test_core_guide_example_talks_to_a_real_server() -> None:
         assert not server.is_alive()
 
 
+def test_compression_guide_examples_run_in_order() -> None:
+    # The guide's blocks build on each other, as a reader would run them.
+    namespace: dict[str, object] = {}
+    for block in python_blocks(DOCS / "compression.md"):
+        exec(compile(block, "docs/compression.md", "exec"), namespace)
+    prepared = namespace["tick"]
+    assert getattr(prepared, "encodings", None) == 1
+
+
+def test_deflate_measurement_script_runs() -> None:
+    result = subprocess.run(
+        [sys.executable, str(DOCS / "measure_deflate.py"), "--messages", "20", "--bomb-gib", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "closed with 1009" in result.stdout
+    assert result.stdout.count("deflate,") == 2
+
+
 def test_state_diagram_is_current() -> None:
     result = subprocess.run(
         [sys.executable, str(DOCS / "gen_state_diagram.py"), "--check"],
