@@ -44,7 +44,7 @@ from .events import (
     Ping,
     Pong,
 )
-from .extensions.base import ClientExtensionFactory, Extension, ServerExtensionFactory
+from .extensions.base import PLAIN, ClientExtensionFactory, Extension, ServerExtensionFactory
 from .frames import format_close_message, parse_close_payload, read_header, serialize_header
 from .handshake import (
     DEFAULT_MAX_HANDSHAKE_SIZE,
@@ -72,6 +72,7 @@ __all__ = [
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
 _MASK_POOL = 4096  # random bytes fetched at once: 1024 masking keys per system call
 _SMALL = 4096  # payloads below this are sliced, above it copied through a memoryview
+_MAX_PIECE = 256 * 1024  # the most payload given to an extension or a stream at once
 
 Data = bytes | bytearray | memoryview
 
@@ -317,6 +318,10 @@ class Connection:
                 if not available:
                     return self._end_of_input()
                 size = available
+            if size > _MAX_PIECE and (self._rsv or self._streaming):
+                # Bounded pieces keep what an extension or a stream handles
+                # at once small, whatever the size of the read.
+                size = _MAX_PIECE
             chunk = self._take(pos, pos + size, self._frame_key, self._offset)
             self._offset += size
             self._remaining -= size
@@ -628,17 +633,20 @@ class Connection:
         opcode = Opcode(message.message_type)
         data = message.data
         keys = []
+        encoders = []
         for extension in self.extensions:
             key = extension.prepared_key(len(data))
             if key is None:
                 self._send_data(opcode, data, True)
                 return
-            keys.append(key)
-        shared = tuple(keys)
+            if key is not PLAIN:
+                keys.append(key)
+                encoders.append(extension)
+        shared = tuple(keys)  # () for a message sent as it is, with or without extensions
         encoded = message._encodings.get(shared)
         if encoded is None:
             rsv = 0
-            for extension in self.extensions:
+            for extension in encoders:
                 data, bits = extension.encode_prepared(data)
                 rsv |= bits
             encoded = message._encodings[shared] = (data, rsv)

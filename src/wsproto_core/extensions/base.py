@@ -22,7 +22,11 @@ from collections.abc import Hashable
 
 from ..headers import ExtensionOffer
 
-__all__ = ["ClientExtensionFactory", "Extension", "ServerExtensionFactory"]
+__all__ = ["PLAIN", "ClientExtensionFactory", "Extension", "ServerExtensionFactory"]
+
+#: The prepared key of an extension that leaves a message as it is: such
+#: connections share the encoding of connections without the extension.
+PLAIN = ("plain",)
 
 
 class Extension(abc.ABC):
@@ -63,7 +67,9 @@ class Extension(abc.ABC):
         extensions return equal keys, so equal keys must mean identical output
         from :meth:`encode_prepared`. Return ``None`` when the encoding depends
         on this connection's history; the connection then encodes the message
-        itself with :meth:`encode`. The default, ``None``, is always correct.
+        itself with :meth:`encode`. Return :data:`PLAIN` when the extension
+        would send this message unchanged. The default, ``None``, is always
+        correct.
         """
         return None
 

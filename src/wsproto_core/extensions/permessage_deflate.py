@@ -30,7 +30,7 @@ from ..constants import CloseCode
 from ..errors import RemoteProtocolError
 from ..frames import RSV1
 from ..headers import ExtensionOffer
-from .base import ClientExtensionFactory, Extension, ServerExtensionFactory
+from .base import PLAIN, ClientExtensionFactory, Extension, ServerExtensionFactory
 
 __all__ = [
     "DEFAULT_COMPRESSION_LEVEL",
@@ -50,7 +50,7 @@ DEFAULT_THRESHOLD = 32  # smaller messages gain nothing from compression
 _TAIL = b"\x00\x00\xff\xff"  # the end of an empty non-final stored block (RFC 7692 §7.2.1)
 _BITS = re.compile(r"[1-9][0-9]?")  # "a decimal integer ... without leading zeros" (§7.1.2)
 
-_PLAIN = ("uncompressed",)  # the prepared key of a message sent as it is
+_SLICE = 64 * 1024  # compressed bytes given to zlib at once
 
 _SERVER_NCT = "server_no_context_takeover"
 _CLIENT_NCT = "client_no_context_takeover"
@@ -119,6 +119,8 @@ class PerMessageDeflate(Extension):
         self._level = compression_level
         self._compressor: zlib._Compress | None = None
         self._decompressor: zlib._Decompress | None = None
+        self._received = 0  # compressed bytes of the incoming message so far
+        self._compressor_level = compression_level
         self._compressing = False  # whether the outgoing message in progress is compressed
 
     @property
@@ -133,13 +135,7 @@ class PerMessageDeflate(Extension):
             ValueError: ``level`` is not in -1..9.
         """
         _check_options(level, self.memory_level, self.threshold)
-        if level != self._level:
-            self._level = level
-            if not self._compressing:
-                # Python's zlib cannot change a compressor's level; a fresh one
-                # is valid even with context takeover, since a compressor may
-                # always stop referring to earlier data.
-                self._compressor = None
+        self._level = level
 
     def enable_compression(self, enabled: bool) -> None:
         """Turn compression of outgoing messages on or off, from the next message."""
@@ -153,7 +149,7 @@ class PerMessageDeflate(Extension):
     def prepared_key(self, size: int) -> Hashable | None:
         """Share encodings with connections that compress the same way, afresh."""
         if not self._compresses(size):
-            return _PLAIN
+            return PLAIN
         if not self.local_no_context_takeover:
             # Our compressor must see the message, or its next back-references
             # would point at the wrong bytes of the peer's window.
@@ -161,9 +157,10 @@ class PerMessageDeflate(Extension):
         return (NAME, self._level, self.local_max_window_bits, self.memory_level)
 
     def encode_prepared(self, data: bytes) -> tuple[bytes, int]:
-        """Compress a whole message with a fresh compressor, leaving ours alone."""
-        if not self._compresses(len(data)):
-            return data, 0
+        """Compress a whole message with a fresh compressor, leaving ours alone.
+
+        Only called when :meth:`prepared_key` named a compressed encoding.
+        """
         compressor = zlib.compressobj(
             self._level, zlib.DEFLATED, -self.local_max_window_bits, self.memory_level
         )
@@ -177,31 +174,69 @@ class PerMessageDeflate(Extension):
         """Inflate a piece of a compressed message (RFC 7692 §7.2.2)."""
         if not rsv:
             return data
-        decompressor = self._decompressor
-        if decompressor is None:
-            bits = max(self.remote_max_window_bits, 9)
-            decompressor = self._decompressor = zlib.decompressobj(-bits)
-        if fin:
-            # "Append 4 octets of 0x00 0x00 0xff 0xff to the tail end of the
-            # payload of the message." -- RFC 7692 §7.2.2
-            data += _TAIL
+        self._received += len(data)
+        if fin and not self._received:
+            # An empty compressed message carries no DEFLATE data at all (a
+            # sender's is at least 0x00, RFC 7692 §7.2.3.6): inflating just the
+            # tail would leave zlib in the middle of a block for the next message.
+            self._end_message()
+            return b""
+        room = None if max_size is None else max_size + 1
+        output = []
         try:
-            if max_size is None:
-                out = decompressor.decompress(data)
-            else:
-                # zlib stops at max_length and keeps the rest as
-                # unconsumed_tail: one byte over the room left is enough for
-                # the connection to see the limit is passed.
-                out = decompressor.decompress(data, max_size + 1)
+            # Slices bound what zlib copies when it stops at the limit (its
+            # unconsumed_tail), without copying the payload to cut it.
+            with memoryview(data) as view:
+                for start in range(0, len(data), _SLICE):
+                    chunk = self._inflate(view[start : start + _SLICE], room)
+                    output.append(chunk)
+                    if room is not None:
+                        room -= len(chunk)
+                        if room <= 0:
+                            break  # over the limit: the connection fails with 1009
+            # "Append 4 octets of 0x00 0x00 0xff 0xff to the tail end of the
+            # payload of the message." -- RFC 7692 §7.2.2. Unless a BFINAL
+            # block ended the stream right at the end of the payload: then
+            # there is no open block for the tail to close.
+            if fin and self._decompressor is not None and (room is None or room > 0):
+                output.append(self._inflate(memoryview(_TAIL), room))
         except zlib.error:
             self._decompressor = None
+            self._received = 0
             raise RemoteProtocolError(
                 CloseCode.INVALID_FRAME_PAYLOAD_DATA if text else CloseCode.PROTOCOL_ERROR,
                 "invalid compressed data",
             ) from None
-        if fin and self.remote_no_context_takeover:
-            self._decompressor = None
+        if fin:
+            self._end_message()
+        return output[0] if len(output) == 1 else b"".join(output)
+
+    def _inflate(self, data: memoryview, room: int | None) -> bytes:
+        decompressor = self._decompressor
+        if decompressor is None:
+            decompressor = self._decompressor = zlib.decompressobj(
+                -max(self.remote_max_window_bits, 9)
+            )
+        # zlib stops at max_length (0: no limit) and keeps the rest of the input.
+        out = decompressor.decompress(data, room or 0)
+        while decompressor.eof:
+            # A block with BFINAL set ended the DEFLATE stream; what follows
+            # starts a new one (RFC 7692 §7.2.3.4). A sender can only continue
+            # with a fresh, empty window, as a reset zlib or Java compressor does.
+            rest = decompressor.unused_data
+            self._decompressor = None  # the next data, if any, opens a new stream
+            if not rest or (room is not None and len(out) >= room):
+                break
+            decompressor = self._decompressor = zlib.decompressobj(
+                -max(self.remote_max_window_bits, 9)
+            )
+            out += decompressor.decompress(rest, 0 if room is None else room - len(out))
         return out
+
+    def _end_message(self) -> None:
+        self._received = 0
+        if self.remote_no_context_takeover:
+            self._decompressor = None
 
     # -- sending -------------------------------------------------------------
 
@@ -209,10 +244,16 @@ class PerMessageDeflate(Extension):
         """Deflate a piece of an outgoing message (RFC 7692 §7.2.1)."""
         if first:
             self._compressing = self.compress_outgoing and not (fin and len(data) < self.threshold)
+            if self._compressor_level != self._level:
+                # Python's zlib cannot change a compressor's level; a fresh one
+                # is valid even with context takeover, since a compressor may
+                # always stop referring to earlier data.
+                self._compressor = None
         if not self._compressing:
             return data, 0
         compressor = self._compressor
         if compressor is None:
+            self._compressor_level = self._level
             compressor = self._compressor = zlib.compressobj(
                 self._level, zlib.DEFLATED, -self.local_max_window_bits, self.memory_level
             )
