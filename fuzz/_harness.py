@@ -254,6 +254,8 @@ class FrameReader:
     * Events are well formed: text is ``str``, streamed text is valid UTF-8 piece
       by piece, ``MessageData`` is never empty, control payloads fit in 125
       bytes, a close code may appear on the wire, nothing follows ``Close``.
+    * The read limit holds after any extension's decoding: no ``Message``, and
+      no streamed message so far, is longer than ``max_message_size``.
     * What it queues is exactly one Pong per Ping (with ``auto_pong``), then the
       Close echo or the failing Close; masked if and only if it is a client.
 
@@ -279,6 +281,7 @@ class FrameReader:
         self._out = bytearray()
         # The streamed message being read: its type, pieces, and UTF-8 check.
         self._stream: tuple[MessageType, list[bytes], codecs.IncrementalDecoder] | None = None
+        self._streamed = 0  # its size so far
 
     @property
     def done(self) -> bool:
@@ -335,16 +338,18 @@ class FrameReader:
             assert stream is None, f"{event!r} inside a streamed message"
             assert not self.conn.stream_messages, f"{event!r} while streaming messages"
             if type(event.data) is str:
-                _encodable(event.data)
+                self._within_limit(len(_encodable(event.data)))
                 self.items.append(("message", "text", event.data))
             else:
                 assert type(event.data) is bytes, f"Message.data is a {type(event.data)}"
+                self._within_limit(len(event.data))
                 self.items.append(("message", "binary", event.data))
         elif isinstance(event, MessageStart):
             assert stream is None, f"{event!r} inside a streamed message"
             assert self.conn.stream_messages, f"{event!r} while not streaming messages"
             assert event.message_type in (MessageType.TEXT, MessageType.BINARY), event
             self._stream = (event.message_type, [], codecs.getincrementaldecoder("utf-8")())
+            self._streamed = 0
         elif isinstance(event, MessageData):
             assert stream is not None, f"{event!r} outside a streamed message"
             assert type(event.data) is bytes, f"MessageData.data is a {type(event.data)}"
@@ -352,6 +357,8 @@ class FrameReader:
             if stream[0] is MessageType.TEXT:
                 _valid_utf8(stream[2], event.data, final=False)
             stream[1].append(event.data)
+            self._streamed += len(event.data)
+            self._within_limit(self._streamed)
         elif isinstance(event, MessageEnd):
             assert stream is not None, "MessageEnd outside a streamed message"
             message_type, pieces, decoder = stream
@@ -383,6 +390,10 @@ class FrameReader:
                 self._expected_out.append(("close", code))
         else:
             raise AssertionError(f"unexpected event {event!r}")
+
+    def _within_limit(self, size: int) -> None:
+        limit = self.conn.max_message_size
+        assert limit is None or size <= limit, f"{size} bytes delivered, read limit {limit}"
 
     def check_output(self) -> list[Item]:
         """Check what the connection queued against the events and the error.

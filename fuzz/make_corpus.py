@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import io
 import sys
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,11 +30,13 @@ with (
 ):
     import fuzz_client_handshake
     import fuzz_connection
+    import fuzz_deflate
     import fuzz_frames
     import fuzz_handshake
     from _harness import SAMPLE_ACCEPT, SAMPLE_KEY, Layout, flip, join_input, split_input
     from fuzz_connection import BINARY, CLOSE, MESSAGE, PING, PONG, STREAM, TEXT, TRANSFER, Op
-    from wsproto_core import Opcode
+    from fuzz_deflate import BuildOp, Offer, Options, Param, ReadParams, RoundOp
+    from wsproto_core import Opcode, Role
     from wsproto_core.frames import RSV1, serialize_frame
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
@@ -277,11 +280,221 @@ def connection_seeds() -> dict[str, bytes]:
     }
 
 
+def _deflate(data: bytes, bits: int = 15) -> bytes:
+    compressor = zlib.compressobj(6, zlib.DEFLATED, -bits)
+    return (compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
+
+
+#: What each deflate seed reaches (``fuzz_deflate.run``), checked when writing them.
+DEFLATE_OUTCOMES: dict[str, tuple[str, int]] = {}
+
+
+def deflate_seeds() -> dict[str, bytes]:
+    """Seeds of each mode of fuzz_deflate, and what each must reach."""
+    write_read, d = fuzz_deflate.write_read, fuzz_deflate
+    client = ReadParams(role=Role.CLIENT)
+    # RFC 7692 §7.2.3's examples, as a client reads them from a server.
+    hello = bytes.fromhex("f248cdc9c90700")
+    hello_again = bytes.fromhex("f200110000")
+    stored = bytes.fromhex("000500faff48656c6c6f00")
+    two_blocks = bytes.fromhex("f248050000 00ffffcac9c90700".replace(" ", ""))
+    bfinal = bytes.fromhex("f348cdc9c9070000")
+    rsv1 = {"rsv": RSV1}
+    text, cont = Opcode.TEXT, Opcode.CONTINUATION
+    bomb = _deflate(bytes(100_000))
+    seeds: dict[str, tuple[bytes, tuple[str, int]]] = {
+        "read-rfc7692-examples": (
+            write_read(
+                client,
+                Layout(
+                    0,
+                    (3,),
+                    plain(text, hello, **rsv1)
+                    + plain(text, hello_again, **rsv1)
+                    + plain(text, stored, **rsv1)
+                    + plain(text, two_blocks, **rsv1)
+                    + plain(text, hello[:3], fin=False, **rsv1)
+                    + plain(cont, hello[3:]),
+                ),
+            ),
+            ("messages", 5),
+        ),
+        "read-bfinal-masked": (
+            write_read(ReadParams(), Layout(0, (), masked(text, bfinal, **rsv1))),
+            ("messages", 1),
+        ),
+        "read-bomb-streamed": (
+            write_read(
+                ReadParams(stream=True, limit=5000),
+                Layout(0, (40,), masked(Opcode.BINARY, bomb, **rsv1)),
+            ),
+            ("error", 1009),
+        ),
+        "read-garbage-text": (
+            write_read(
+                ReadParams(remote_nct=True, remote_bits=9),
+                Layout(0, (), masked(text, hello, **rsv1) + masked(text, b"\xff\xfe", **rsv1)),
+            ),
+            ("error", 1007),
+        ),
+        "build-context": (
+            write_read(
+                ReadParams(limit=25, remote_bits=10),
+                Layout(
+                    0,
+                    (7,),
+                    d.write_program(
+                        [
+                            BuildOp(d.TEXT, d.COMPRESS, b"Hello, world"),
+                            BuildOp(d.CONTROL, data=b"ping"),
+                            BuildOp(d.TEXT, d.COMPRESS, b"Hello, world", fragment=2),
+                            BuildOp(d.BINARY, data=b"plain"),
+                            BuildOp(d.BINARY, d.COMPRESS | d.SWITCH | d.BIG, b"ab", repeat=3),
+                            BuildOp(d.BINARY, d.COMPRESS | d.BIG, b"ab", repeat=20),
+                        ]
+                    ),
+                ),
+                build=True,
+            ),
+            ("error", 1009),
+        ),
+        "build-no-context-takeover-broken": (
+            write_read(
+                ReadParams(remote_nct=True),
+                Layout(
+                    0,
+                    (),
+                    d.write_program(
+                        [
+                            BuildOp(d.TEXT, d.COMPRESS, b"Hello, Hello"),
+                            BuildOp(d.TEXT, d.COMPRESS | d.SWITCH, b"Hello, Hello"),
+                        ]
+                    ),
+                ),
+                build=True,
+            ),
+            ("error", 1007),
+        ),
+        "build-bfinal-then-more": (
+            write_read(
+                ReadParams(role=Role.CLIENT),
+                Layout(
+                    0,
+                    (),
+                    d.write_program(
+                        [
+                            BuildOp(d.TEXT, d.COMPRESS | d.BFINAL, b"Hello"),
+                            BuildOp(d.TEXT, d.COMPRESS, b"world"),
+                        ]
+                    ),
+                ),
+                build=True,
+            ),
+            ("messages", 2),
+        ),
+        "build-client-corrupt-wide": (
+            write_read(
+                ReadParams(role=Role.CLIENT, remote_nct=True, remote_bits=8, stream=True),
+                Layout(
+                    0,
+                    (),
+                    d.write_program(
+                        [
+                            BuildOp(d.BINARY, d.COMPRESS | d.BFINAL, b"bfinal"),
+                            BuildOp(
+                                d.BINARY, d.COMPRESS | d.WIDE | d.BIG, bytes(range(200)), repeat=9
+                            ),
+                            BuildOp(
+                                d.BINARY, d.COMPRESS | d.CORRUPT, b"corrupt me", corrupt=(0, 0xFF)
+                            ),
+                            BuildOp(d.RAW, data=b"\x88\x00"),
+                        ]
+                    ),
+                ),
+                build=True,
+            ),
+            ("error", 1002),
+        ),
+        "roundtrip-defaults": (
+            d.write_roundtrip(
+                Options(client_bits=True),
+                Options(),
+                [
+                    RoundOp(d.MESSAGE, flag=True, data=b"Hello, Hello, Hello!" * 2),
+                    RoundOp(d.MESSAGE, d.SERVER, data=bytes(40), transfer=True),
+                    RoundOp(d.MESSAGE, data=b"short"),
+                ],
+            ),
+            ("roundtrip", 3),
+        ),
+        "roundtrip-options": (
+            d.write_roundtrip(
+                Options(client_nct=True, server_bits=9, client_bits=10, threshold=0, stream=True),
+                Options(server_nct=True, client_bits=9, level=9, limit=d.TIGHT),
+                [
+                    RoundOp(d.MESSAGE, flag=True, data="héllo ".encode() * 9, fragment=5, twist=3),
+                    RoundOp(d.LEVEL, d.SERVER, arg=1),
+                    RoundOp(d.MESSAGE, d.SERVER, big=True, data=b"xyz", repeat=40, fragment=1),
+                    RoundOp(d.ENABLE, transfer=True),
+                    RoundOp(d.MESSAGE, data=b"compressed again", fragment=4, twist=2),
+                    RoundOp(d.PREPARED, d.SERVER, data=b"to everyone " * 4, twist=0),
+                    RoundOp(d.PREPARED, reuse=True),
+                    RoundOp(d.PREPARED, d.SERVER, reuse=True, transfer=True),
+                    RoundOp(d.MESSAGE, d.SERVER, data=b""),
+                ],
+            ),
+            ("roundtrip", 9),
+        ),
+        "roundtrip-level-mid-message": (
+            d.write_roundtrip(
+                Options(client_bits=True),
+                Options(),
+                [
+                    RoundOp(
+                        d.MESSAGE, data=b"a" * 64, fragment=32, twist=21
+                    ),  # level (21 >> 1) % 11 - 1 = 9
+                    RoundOp(d.MESSAGE, data=b"a" * 64),
+                ],
+            ),
+            ("roundtrip", 2),
+        ),
+        "handshake-plain": (
+            d.write_handshake(Options(), [Offer(0, (Param(3),))]),
+            ("accepted", 0),
+        ),
+        "handshake-offers": (
+            d.write_handshake(
+                Options(server_nct=True, client_bits=10),
+                [
+                    Offer(1, (Param(2, 8), Param(2, 9))),  # server_max_window_bits twice
+                    Offer(2, (Param(0),)),
+                    Offer(0, (Param(2, 2, quoted=True), Param(3, 4), Param(1)), True, 1),
+                ],
+            ),
+            ("accepted", 4),
+        ),
+        "handshake-declined": (
+            d.write_handshake(
+                Options(),
+                [Offer(0, (Param(0, 0),)), Offer(0, (Param(2, 10),)), Offer(0, (Param("x"),))],
+            ),
+            ("declined", 0),
+        ),
+        "handshake-malformed": (
+            d.write_handshake(Options(), [Offer(0, (Param(3, '10"'),))]),
+            ("malformed", 0),
+        ),
+    }
+    DEFLATE_OUTCOMES.update((name, outcome) for name, (_, outcome) in seeds.items())
+    return {name: data for name, (data, _) in seeds.items()}
+
+
 SEEDS: dict[str, Callable[[], dict[str, bytes]]] = {
     "frames": frames_seeds,
     "handshake": handshake_seeds,
     "client_handshake": client_handshake_seeds,
     "connection": connection_seeds,
+    "deflate": deflate_seeds,
 }
 
 
@@ -322,9 +535,14 @@ def _check_outcomes(target: str, seeds: dict[str, bytes]) -> None:
         "handshake": fuzz_handshake,
         "client_handshake": fuzz_client_handshake,
         "connection": fuzz_connection,
+        "deflate": fuzz_deflate,
     }[target]
     for name, data in seeds.items():
         module.TestOneInput(data)
+        if target == "deflate":
+            outcome = fuzz_deflate.run(data)
+            expected = DEFLATE_OUTCOMES[name]
+            assert outcome == expected, f"deflate/{name} reached {outcome}, not {expected}"
         if target in OPENING:
             expected = name in OPENING[target]
             assert _opens(target, data) is expected, f"{target}/{name} should open: {expected}"

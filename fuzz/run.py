@@ -5,7 +5,7 @@
 Without ``--smoke`` (``make fuzz``): each target fuzzes for N seconds (default
 60) from ``fuzz/corpus/<target>/``, and keeps the new inputs it finds there.
 With ``--smoke`` (``make fuzz-smoke``, part of ``make test``): each target
-replays its corpus, then fuzzes briefly (default 8 s), leaving the corpus as
+replays its corpus, then fuzzes briefly (default 7 s), leaving the corpus as
 it was. Either way, a crashing input is written to ``fuzz/crashes/<target>/``
 and the exit status is 1. Reproduce one with
 ``python fuzz/fuzz_<target>.py fuzz/crashes/<target>/crash-...``.
@@ -25,14 +25,14 @@ from collections import deque
 from pathlib import Path
 
 FUZZ = Path(__file__).resolve().parent
-TARGETS = ("frames", "handshake", "client_handshake", "connection")
+TARGETS = ("frames", "handshake", "client_handshake", "connection", "deflate")
 #: Extra libFuzzer flags per target.
 FLAGS = {
     "handshake": [f"-dict={FUZZ / 'http.dict'}"],
     "client_handshake": [f"-dict={FUZZ / 'http.dict'}"],
 }
 LONG_SECONDS = 60
-SMOKE_SECONDS = 8
+SMOKE_SECONDS = 7
 #: An input slower than this is reported as a crash (libFuzzer's default is 20 minutes).
 TIMEOUT = 25
 _STATUS = re.compile(r"^#(\d+)\s+(?:DONE|pulse|NEW|REDUCE|INITED)\s+(.*)$")
