@@ -24,6 +24,7 @@ from .constants import CloseCode, MessageType, Opcode, is_valid_close_code
 from .errors import (
     CloseError,
     CloseSentError,
+    ConcurrencyError,
     HandshakeError,
     LocalProtocolError,
     ReadLimitError,
@@ -72,6 +73,7 @@ __all__ = [
     "CloseCode",
     "CloseError",
     "CloseSentError",
+    "ConcurrencyError",
     "Connection",
     "ConnectionPair",
     "Event",

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CloseError",
     "CloseSentError",
+    "ConcurrencyError",
     "HandshakeError",
     "LocalProtocolError",
     "ReadLimitError",
@@ -53,6 +54,16 @@ class CloseSentError(LocalProtocolError):
 
     "After sending a Close frame, the endpoint MUST NOT send any further data."
     -- RFC 6455 §5.5.1. Stop writing; read until the peer's Close arrives.
+    """
+
+
+class ConcurrencyError(LocalProtocolError):
+    """Two threads or tasks read, or wrote, at the same time.
+
+    A connection supports one reader and one writer at a time, as gorilla's
+    does (where this is a panic); ``write_control()`` and ``close()`` may be
+    called from anywhere. Give each connection one reading and one writing
+    thread or task, or serialize the calls yourself.
     """
 
 

@@ -8,6 +8,7 @@ from wsproto_core import (
     CloseCode,
     CloseError,
     CloseSentError,
+    ConcurrencyError,
     HandshakeError,
     Headers,
     LocalProtocolError,
@@ -21,6 +22,7 @@ from wsproto_core import (
 
 def test_hierarchy() -> None:
     assert issubclass(CloseSentError, LocalProtocolError)
+    assert issubclass(ConcurrencyError, LocalProtocolError)
     assert issubclass(ReadLimitError, RemoteProtocolError)
     for error in (LocalProtocolError, RemoteProtocolError, HandshakeError, CloseError):
         assert issubclass(error, WebSocketError)

@@ -16,6 +16,7 @@ PUBLIC = {
     "CloseCode",
     "CloseError",
     "CloseSentError",
+    "ConcurrencyError",
     "Connection",
     "ConnectionPair",
     "Event",

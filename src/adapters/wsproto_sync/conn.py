@@ -1,0 +1,643 @@
+"""Conn: one WebSocket connection on a blocking socket (gorilla: ``Conn``).
+
+The adapter owns the socket, the locks and the deadlines; every protocol
+decision is the core's. Invariants:
+
+* Every call into the core happens under ``_core_lock``; bytes the core
+  queues are sent under ``_write_lock``, taken first, so frames leave in the
+  order they were queued and the two locks never deadlock.
+* The socket is non-blocking and waits go through ``poll``/``select``: reads
+  and writes get independent deadlines, which one socket timeout cannot give.
+* Errors on the read side are permanent (gorilla's rule): after one, every
+  read raises it again. A failed or timed-out write closes the connection,
+  since a frame may have been cut in half.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import json
+import select
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from typing import Any
+
+from wsproto_core import (
+    Close,
+    CloseCode,
+    CloseError,
+    ConcurrencyError,
+    Connection,
+    Event,
+    LocalProtocolError,
+    Message,
+    MessageData,
+    MessageEnd,
+    MessageStart,
+    MessageType,
+    Ping,
+    Pong,
+    PreparedMessage,
+    RemoteProtocolError,
+    WebSocketError,
+)
+
+__all__ = ["Conn", "MessageReader", "MessageWriter"]
+
+DEFAULT_READ_BUFFER_SIZE = 65536
+DEFAULT_WRITE_BUFFER_SIZE = 4096  # gorilla's default
+_CLOSE_FLUSH_WAIT = 1.0  # seconds the reader waits for a writer to send the last Close
+
+PingHandler = Callable[[bytes], None]
+PongHandler = Callable[[bytes], None]
+CloseHandler = Callable[[int, str], None]
+
+_CONTROL = {MessageType.PING, MessageType.PONG, MessageType.CLOSE}
+
+
+class Conn:
+    """A WebSocket connection on a blocking socket (gorilla: ``Conn``).
+
+    Get one from an ``Upgrader`` or a ``Dialer``, or build one around a
+    socket whose handshake is done and an open core connection.
+
+    **Concurrency:** one thread may read (``read_message``, ``next_reader``,
+    and the reader it returns, ``read_json``) and one may write
+    (``write_message``, ``next_writer``, ``write_json``,
+    ``write_prepared_message``) at a time; a second one raises
+    :class:`~wsproto_core.ConcurrencyError`. ``write_control()``, ``close()``
+    and the setters may be called from any thread at any time.
+
+    Args:
+        sock: the connected socket (TCP or TLS); the Conn owns it from now on.
+        protocol: the core connection, already open.
+        read_buffer_size: how many bytes to ask the socket for at once.
+        write_buffer_size: the frame size of ``next_writer()``'s writers.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        protocol: Connection,
+        *,
+        read_buffer_size: int = DEFAULT_READ_BUFFER_SIZE,
+        write_buffer_size: int = DEFAULT_WRITE_BUFFER_SIZE,
+    ) -> None:
+        if read_buffer_size <= 0 or write_buffer_size <= 0:
+            raise ValueError("buffer sizes must be positive")
+        self._sock = sock
+        self._proto = protocol
+        self._read_size = read_buffer_size
+        self.write_buffer_size = write_buffer_size
+        self._core_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._reader_role = threading.Lock()
+        self._writer_role = threading.Lock()
+        self._read_error: WebSocketError | OSError | None = None
+        self._write_error: WebSocketError | OSError | None = None
+        self._read_deadline: float | None = None
+        self._write_deadline: float | None = None
+        self._ping_handler: PingHandler | None = None
+        self._pong_handler: PongHandler | None = None
+        self._close_handler: CloseHandler | None = None
+        self._reader: MessageReader | None = None
+        self._closed = False
+        self.local_addr = sock.getsockname()
+        self.remote_addr = sock.getpeername()
+        sock.setblocking(False)
+
+    # -- properties --------------------------------------------------------------
+
+    @property
+    def subprotocol(self) -> str | None:
+        """The negotiated subprotocol (gorilla: ``Subprotocol``)."""
+        return self._proto.subprotocol
+
+    @property
+    def protocol(self) -> Connection:
+        """The core connection this Conn drives."""
+        return self._proto
+
+    def net_conn(self) -> socket.socket:
+        """The underlying socket (gorilla: ``NetConn``). Don't read or write it."""
+        return self._sock
+
+    # -- reading -----------------------------------------------------------------
+
+    def read_message(self) -> tuple[MessageType, str | bytes]:
+        """Read the next whole message (gorilla: ``ReadMessage``).
+
+        Returns:
+            ``(MessageType.TEXT, str)`` or ``(MessageType.BINARY, bytes)``.
+
+        Raises:
+            CloseError: the connection closed (the code says how).
+            RemoteProtocolError: the peer broke the protocol (``ReadLimitError``
+                for a message over the read limit).
+            TimeoutError: the read deadline passed.
+        """
+        with self._reading():
+            self._skip_current_message()
+            self._proto.stream_messages = False
+            while True:
+                event = self._next_message_event()
+                if isinstance(event, Message):
+                    return event.message_type, event.data
+
+    def next_reader(self) -> tuple[MessageType, MessageReader]:
+        """Start reading the next message as a stream (gorilla: ``NextReader``).
+
+        The reader reads one message, piece by piece as it arrives; calling
+        ``next_reader()`` or ``read_message()`` again discards what is left of it.
+
+        Raises:
+            As :meth:`read_message`.
+        """
+        with self._reading():
+            self._skip_current_message()
+            self._proto.stream_messages = True
+            while True:
+                event = self._next_message_event()
+                if isinstance(event, MessageStart):
+                    self._reader = MessageReader(self, event.message_type)
+                    return event.message_type, self._reader
+                if isinstance(event, Message):  # started before streaming was on
+                    self._reader = MessageReader(self, event.message_type, event.data)
+                    return event.message_type, self._reader
+
+    def read_json(self, **loads: Any) -> Any:
+        """Read the next message and decode it as JSON (gorilla: ``ReadJSON``)."""
+        return json.loads(self.read_message()[1], **loads)
+
+    def _skip_current_message(self) -> None:
+        reader = self._reader
+        self._reader = None
+        if reader is not None:
+            reader._discard()
+
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        if not self._reader_role.acquire(blocking=False):
+            raise ConcurrencyError("another thread is reading: a Conn has one reader at a time")
+        try:
+            yield
+        finally:
+            self._reader_role.release()
+
+    def _next_message_event(self) -> Event:
+        """The next message event; control events go to their handlers."""
+        while True:
+            event = self._next_event()
+            if isinstance(event, Ping):
+                if self._ping_handler is not None:
+                    self._ping_handler(event.payload)
+            elif isinstance(event, Pong):
+                if self._pong_handler is not None:
+                    self._pong_handler(event.payload)
+            elif isinstance(event, Close):
+                error = CloseError(event.code, event.reason)
+                self._read_error = error
+                if self._close_handler is not None:
+                    self._close_handler(event.code, event.reason)
+                raise error
+            else:
+                return event
+
+    def _next_event(self) -> Event:
+        if self._read_error is not None:
+            raise self._read_error
+        while True:
+            error: WebSocketError | None = None
+            with self._core_lock:
+                try:
+                    event = self._proto.next_event()
+                except RemoteProtocolError as exc:
+                    event, error = None, exc
+            self._flush()  # Pongs, the Close echo, the Close that fails the connection
+            if error is not None:
+                self._read_error = error
+                self._close_if_expected()
+                raise error
+            if event is not None:
+                if isinstance(event, Close):
+                    self._close_if_expected()
+                return event
+            try:
+                data = self._io(self._sock.recv, self._read_size, deadline=self._read_deadline)
+            except TimeoutError as exc:
+                self._read_error = exc
+                raise
+            except OSError as exc:
+                if not self._closed:
+                    self._read_error = exc
+                    raise
+                data = b""  # close() from another thread: report it as the end of the stream
+            with self._core_lock:
+                if data:
+                    self._proto.receive_data(data)
+                else:
+                    self._proto.receive_eof()
+
+    def _close_if_expected(self) -> None:
+        # The server closes the TCP connection first (RFC 6455 §7.1.1); the core says when.
+        if self._proto.close_expected():
+            # The last Close should go out before the socket closes, if a
+            # stuck writer lets it within a bounded time (gorilla waits 1 s too).
+            self._flush(wait=_CLOSE_FLUSH_WAIT)
+            self.close()
+
+    # -- writing -----------------------------------------------------------------
+
+    def write_message(self, message_type: MessageType | int, data: str | bytes) -> None:
+        """Send a whole message (gorilla: ``WriteMessage``).
+
+        Raises:
+            CloseSentError: a Close was already sent.
+            ConcurrencyError: another thread is writing.
+            TimeoutError: the write deadline passed; the connection is closed.
+            OSError: the socket failed; the connection is closed.
+        """
+        with self._writing():
+            self._send(lambda core: core.send_message(message_type, data), self._write_deadline)
+
+    def write_json(self, value: Any, **dumps: Any) -> None:
+        """Send ``value`` as a JSON text message (gorilla: ``WriteJSON``)."""
+        self.write_message(MessageType.TEXT, json.dumps(value, **dumps))
+
+    def write_prepared_message(self, message: PreparedMessage) -> None:
+        """Send a prepared message (gorilla: ``WritePreparedMessage``)."""
+        with self._writing():
+            self._send(lambda core: core.send_prepared(message), self._write_deadline)
+
+    def next_writer(self, message_type: MessageType | int) -> MessageWriter:
+        """Start a message to write as a stream (gorilla: ``NextWriter``).
+
+        Each ``write_buffer_size`` bytes written become one frame; ``close()``
+        sends the last one. Use it as a context manager.
+
+        Raises:
+            ConcurrencyError: another thread is writing.
+        """
+        if message_type not in (MessageType.TEXT, MessageType.BINARY):
+            raise LocalProtocolError("next_writer() writes text or binary messages")
+        if not self._writer_role.acquire(blocking=False):
+            raise ConcurrencyError("another thread is writing: a Conn has one writer at a time")
+        return MessageWriter(self, MessageType(message_type))
+
+    def write_control(
+        self, message_type: MessageType | int, data: bytes = b"", deadline: float | None = None
+    ) -> None:
+        """Send a Ping, Pong or Close frame, from any thread (gorilla: ``WriteControl``).
+
+        Args:
+            message_type: ``MessageType.PING``, ``PONG`` or ``CLOSE``; a Close
+                payload is built with ``format_close_message()``.
+            data: the payload, at most 125 bytes.
+            deadline: a ``time.monotonic()`` time to give up at, or ``None``.
+
+        Raises:
+            CloseSentError: a Close was already sent.
+            TimeoutError: the deadline passed.
+        """
+        if message_type not in _CONTROL:
+            raise LocalProtocolError("write_control() sends Ping, Pong or Close")
+        self._send(lambda core: core.send_message(message_type, data), deadline)
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        if not self._writer_role.acquire(blocking=False):
+            raise ConcurrencyError("another thread is writing: a Conn has one writer at a time")
+        try:
+            yield
+        finally:
+            self._writer_role.release()
+
+    def _send(self, queue: Callable[[Connection], None], deadline: float | None) -> None:
+        timeout = -1 if deadline is None else max(0.0, deadline - time.monotonic())
+        if not self._write_lock.acquire(timeout=timeout):
+            raise TimeoutError("write deadline passed waiting for another write")
+        try:
+            with self._core_lock:
+                queue(self._proto)
+                data = self._proto.data_to_send()
+            while data:
+                self._sendall(data, deadline)
+                # Send what the reader queued meanwhile (Pongs, a Close echo).
+                with self._core_lock:
+                    data = self._proto.data_to_send()
+        finally:
+            self._write_lock.release()
+
+    def _flush(self, *, wait: float = 0.0) -> None:
+        # The reader never waits long for a busy writer: two peers each stuck
+        # writing would otherwise stop reading for good. The writer sends
+        # what is left queued as soon as its frame is out.
+        acquired = (
+            self._write_lock.acquire(timeout=wait) if wait else self._write_lock.acquire(False)
+        )
+        if not acquired:
+            return
+        try:
+            with self._core_lock:
+                data = self._proto.data_to_send()
+            if data:
+                with suppress(OSError):  # the read side reports what matters
+                    self._sendall(data, self._write_deadline)
+        finally:
+            self._write_lock.release()
+
+    def _sendall(self, data: bytes, deadline: float | None) -> None:
+        if self._write_error is not None:
+            raise self._write_error
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[self._io(self._sock.send, view, deadline=deadline, write=True) :]
+        except OSError as exc:
+            # Part of a frame may be on the wire: nothing can follow it.
+            self._write_error = exc
+            self.close()
+            raise
+
+    def _io(
+        self, op: Callable[[Any], Any], arg: Any, *, deadline: float | None, write: bool = False
+    ) -> Any:
+        while True:
+            try:
+                return op(arg)
+            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError) as exc:
+                wait_write = (
+                    write
+                    if isinstance(exc, BlockingIOError)
+                    else isinstance(exc, ssl.SSLWantWriteError)
+                )
+                _wait(self._sock, wait_write, deadline)
+
+    # -- options -----------------------------------------------------------------
+
+    def set_read_limit(self, limit: int | None) -> None:
+        """Set the largest message to accept, in bytes (gorilla: ``SetReadLimit``).
+
+        A longer message closes the connection with 1009 and raises
+        ``ReadLimitError``. ``None`` removes the limit.
+        """
+        with self._core_lock:
+            self._proto.max_message_size = limit
+
+    def set_read_deadline(self, deadline: float | None) -> None:
+        """Fail reads that are not done by ``deadline`` (``time.monotonic()`` time, or ``None``).
+
+        gorilla: ``SetReadDeadline``. As in gorilla, a timed-out read is
+        permanent: the connection is unusable afterwards.
+        """
+        self._read_deadline = deadline
+
+    def set_write_deadline(self, deadline: float | None) -> None:
+        """Fail writes that are not done by ``deadline`` (gorilla: ``SetWriteDeadline``)."""
+        self._write_deadline = deadline
+
+    def enable_write_compression(self, enabled: bool) -> None:
+        """Compress the next messages, or not (gorilla: ``EnableWriteCompression``)."""
+        with self._core_lock:
+            self._proto.enable_write_compression(enabled)
+
+    def set_compression_level(self, level: int) -> None:
+        """Set the zlib level of the next messages (gorilla: ``SetCompressionLevel``)."""
+        with self._core_lock:
+            self._proto.set_compression_level(level)
+
+    # -- handlers ----------------------------------------------------------------
+
+    def set_ping_handler(self, handler: PingHandler | None) -> None:
+        """Call ``handler(payload)`` for each Ping (gorilla: ``SetPingHandler``).
+
+        Handlers run inside the read methods. ``None`` restores the default,
+        which answers with a Pong. A handler of your own replaces that
+        answer: send it with ``write_control()``.
+        """
+        with self._core_lock:
+            self._ping_handler = handler
+            self._proto.auto_pong = handler is None
+
+    def ping_handler(self) -> PingHandler | None:
+        """The ping handler, or ``None`` for the default (gorilla: ``PingHandler``)."""
+        return self._ping_handler
+
+    def set_pong_handler(self, handler: PongHandler | None) -> None:
+        """Call ``handler(payload)`` for each Pong (gorilla: ``SetPongHandler``).
+
+        By default, Pongs are ignored.
+        """
+        self._pong_handler = handler
+
+    def pong_handler(self) -> PongHandler | None:
+        """The pong handler, or ``None`` (gorilla: ``PongHandler``)."""
+        return self._pong_handler
+
+    def set_close_handler(self, handler: CloseHandler | None) -> None:
+        """Call ``handler(code, text)`` on the peer's Close (gorilla: ``SetCloseHandler``).
+
+        The core has already answered the Close (RFC 6455 §5.5.1 requires
+        it), so the handler only observes; the read then raises ``CloseError``.
+        """
+        self._close_handler = handler
+
+    def close_handler(self) -> CloseHandler | None:
+        """The close handler, or ``None`` (gorilla: ``CloseHandler``)."""
+        return self._close_handler
+
+    # -- closing -----------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the socket at once, without a closing handshake (gorilla: ``Close``).
+
+        A thread blocked reading wakes up with ``CloseError`` 1006. For a
+        clean close, use :meth:`close_gracefully`.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        with suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)  # wakes a thread waiting on the socket
+        self._sock.close()
+
+    def close_gracefully(
+        self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "", timeout: float = 5.0
+    ) -> None:
+        """Send a Close, wait up to ``timeout`` seconds for the peer's, then close.
+
+        Messages that arrive meanwhile are discarded. Call it from the
+        reading thread, or when no thread is reading.
+        """
+        deadline = time.monotonic() + timeout
+        try:
+            with self._core_lock:
+                closing = self._proto.close_sent is None and self._proto.close_received is None
+            if closing:
+                self._send(lambda core: core.send_close(code, reason), deadline)
+            self.set_read_deadline(deadline)
+            while True:
+                self.read_message()
+        except (WebSocketError, OSError):
+            pass
+        finally:
+            self.close()
+
+    def __enter__(self) -> Conn:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Conn {self._proto.role.value} {self.remote_addr!r} {self._proto.state.name}>"
+
+
+class MessageReader(io.RawIOBase):
+    """Reads one message as it arrives (what ``next_reader()`` returns).
+
+    A file-like, binary reader: text messages give their UTF-8 bytes. It
+    must be read by the connection's reading thread.
+    """
+
+    def __init__(self, conn: Conn, message_type: MessageType, whole: str | bytes | None = None):
+        super().__init__()
+        self._conn = conn
+        self.message_type = message_type
+        self._pending = (
+            b"" if whole is None else (whole.encode() if isinstance(whole, str) else whole)
+        )
+        self._done = whole is not None
+        self._discarded = False
+
+    def readable(self) -> bool:
+        """Always ``True``."""
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        """Read what is available into ``buffer``; 0 at the end of the message."""
+        self._check_current()
+        with memoryview(buffer) as target:
+            while not self._pending and not self._done:
+                self._pull()
+            size = min(len(target), len(self._pending))
+            target[:size] = self._pending[:size]
+            self._pending = self._pending[size:]
+            return size
+
+    def read(self, size: int = -1) -> bytes:
+        """Read up to ``size`` bytes (all the rest with -1); ``b""`` at the end."""
+        self._check_current()
+        if size is None or size < 0:
+            parts = [self._pending]
+            self._pending = b""
+            while not self._done:
+                self._pull()
+                parts.append(self._pending)
+                self._pending = b""
+            return b"".join(parts)
+        return super().read(size) or b""
+
+    def _check_current(self) -> None:
+        if self._discarded:
+            raise LocalProtocolError("this message was discarded by a later read")
+
+    def _pull(self) -> None:
+        with self._conn._reading():
+            event = self._conn._next_message_event()
+        if isinstance(event, MessageData):
+            self._pending = event.data
+        elif isinstance(event, MessageEnd):
+            self._done = True
+            self._conn._reader = None
+
+    def _discard(self) -> None:
+        self._discarded = True
+        self._pending = b""
+        while not self._done:
+            event = self._conn._next_message_event()
+            if isinstance(event, MessageEnd):
+                self._done = True
+
+
+class MessageWriter(io.RawIOBase):
+    """Writes one message in frames of ``write_buffer_size`` (what ``next_writer()`` returns).
+
+    ``close()`` sends the last frame and ends the message; use it as a
+    context manager. Text messages take UTF-8 ``bytes`` (or ``str`` through
+    :meth:`write_text`).
+    """
+
+    def __init__(self, conn: Conn, message_type: MessageType) -> None:
+        super().__init__()
+        self._conn = conn
+        self._type = message_type
+        self._buffer = bytearray()
+
+    def writable(self) -> bool:
+        """Always ``True``."""
+        return True
+
+    def write(self, data: Any) -> int:
+        """Buffer ``data``; every full buffer goes out as one frame."""
+        if self.closed:
+            raise ValueError("write to a closed message writer")
+        size = len(data)
+        self._buffer += data
+        limit = self._conn.write_buffer_size
+        while len(self._buffer) > limit:
+            self._frame(bytes(self._buffer[:limit]), fin=False)
+            del self._buffer[:limit]
+        return size
+
+    def write_text(self, text: str) -> int:
+        """Write ``text`` as UTF-8; returns the number of characters."""
+        self.write(text.encode())
+        return len(text)
+
+    def close(self) -> None:
+        """Send the last frame, ending the message."""
+        if self.closed:
+            return
+        try:
+            self._frame(bytes(self._buffer), fin=True)
+        finally:
+            self._buffer = bytearray()
+            super().close()
+            self._conn._writer_role.release()
+
+    def _frame(self, data: bytes, *, fin: bool) -> None:
+        text = self._type is MessageType.TEXT
+
+        def queue(core: Connection) -> None:
+            if text:
+                core.send_text(data, fin=fin)
+            else:
+                core.send_binary(data, fin=fin)
+
+        self._conn._send(queue, self._conn._write_deadline)
+
+
+def _wait(sock: socket.socket, write: bool, deadline: float | None) -> None:
+    timeout = None if deadline is None else deadline - time.monotonic()
+    if timeout is not None and timeout <= 0:
+        raise TimeoutError("deadline passed")
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        try:
+            poller.register(sock, select.POLLOUT if write else select.POLLIN)
+        except ValueError:  # close() from another thread got here first: no descriptor
+            raise OSError(errno.EBADF, "the connection is closed") from None
+        ready = bool(poller.poll(None if timeout is None else timeout * 1000))
+    else:  # pragma: no cover - Windows
+        readers, writers, _ = select.select(
+            [] if write else [sock], [sock] if write else [], [], timeout
+        )
+        ready = bool(readers or writers)
+    if not ready:
+        raise TimeoutError("deadline passed")
