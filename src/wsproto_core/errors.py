@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from .constants import CloseCode
 
 if TYPE_CHECKING:
+    from .events import HandshakeRejected
     from .headers import Headers
 
 __all__ = [
@@ -106,6 +107,9 @@ class HandshakeError(WebSocketError):
         status_code: the HTTP status answered (server) or received (client),
             or ``None`` when no complete response exists.
         headers: the response headers received (client) or sent (server).
+        response: for a client refused with an HTTP error, the whole
+            response (status, headers, body), to follow a redirect or
+            authenticate; ``None`` otherwise.
     """
 
     def __init__(
@@ -114,11 +118,13 @@ class HandshakeError(WebSocketError):
         *,
         status_code: int | None = None,
         headers: Headers | None = None,
+        response: HandshakeRejected | None = None,
     ) -> None:
         super().__init__(reason if status_code is None else f"{reason} (HTTP {status_code})")
         self.reason = reason
         self.status_code = status_code
         self.headers = headers
+        self.response = response
 
 
 class CloseError(WebSocketError):

@@ -1190,7 +1190,7 @@ def test_connection_reset_is_a_permanent_read_error():
 def test_waiting_on_a_socket_closed_by_another_thread_is_an_os_error() -> None:
     # The race close() can win between a would-block and the wait: it must
     # surface as OSError (then CloseError 1006 on the read side), not ValueError.
-    from wsproto_sync.conn import _wait
+    from wsproto_sync._io import _wait
 
     a, b = socket.socketpair()
     b.close()

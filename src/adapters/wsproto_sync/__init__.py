@@ -1,7 +1,8 @@
 """wsproto_sync: gorilla/websocket's Conn on blocking sockets and threads.
 
-Work in progress: ``Conn`` is here; ``Upgrader`` and ``Dialer`` follow.
-The errors are the core's, re-exported so one import is enough.
+``Upgrader`` turns accepted sockets into ``Conn`` objects, ``Dialer``
+connects to servers. The errors are the core's, re-exported so one import
+is enough.
 """
 
 from wsproto_core import (
@@ -22,6 +23,8 @@ from wsproto_core import (
 )
 
 from .conn import Conn, MessageReader, MessageWriter
+from .dialer import Dialer, default_dialer, dial
+from .upgrader import Upgrader
 
 __all__ = [
     "CloseCode",
@@ -29,6 +32,7 @@ __all__ = [
     "CloseSentError",
     "ConcurrencyError",
     "Conn",
+    "Dialer",
     "HandshakeError",
     "LocalProtocolError",
     "MessageReader",
@@ -37,7 +41,10 @@ __all__ = [
     "PreparedMessage",
     "ReadLimitError",
     "RemoteProtocolError",
+    "Upgrader",
     "WebSocketError",
+    "default_dialer",
+    "dial",
     "format_close_message",
     "is_close_error",
     "is_unexpected_close_error",

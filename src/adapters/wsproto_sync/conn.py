@@ -15,12 +15,9 @@ decision is the core's. Invariants:
 
 from __future__ import annotations
 
-import errno
 import io
 import json
-import select
 import socket
-import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -46,6 +43,8 @@ from wsproto_core import (
     RemoteProtocolError,
     WebSocketError,
 )
+
+from ._io import recv, sendall
 
 __all__ = ["Conn", "MessageReader", "MessageWriter"]
 
@@ -228,7 +227,7 @@ class Conn:
                     self._close_if_expected()
                 return event
             try:
-                data = self._io(self._sock.recv, self._read_size, deadline=self._read_deadline)
+                data = recv(self._sock, self._read_size, self._read_deadline)
             except TimeoutError as exc:
                 self._read_error = exc
                 raise
@@ -354,29 +353,13 @@ class Conn:
     def _sendall(self, data: bytes, deadline: float | None) -> None:
         if self._write_error is not None:
             raise self._write_error
-        view = memoryview(data)
         try:
-            while view:
-                view = view[self._io(self._sock.send, view, deadline=deadline, write=True) :]
+            sendall(self._sock, data, deadline)
         except OSError as exc:
             # Part of a frame may be on the wire: nothing can follow it.
             self._write_error = exc
             self.close()
             raise
-
-    def _io(
-        self, op: Callable[[Any], Any], arg: Any, *, deadline: float | None, write: bool = False
-    ) -> Any:
-        while True:
-            try:
-                return op(arg)
-            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError) as exc:
-                wait_write = (
-                    write
-                    if isinstance(exc, BlockingIOError)
-                    else isinstance(exc, ssl.SSLWantWriteError)
-                )
-                _wait(self._sock, wait_write, deadline)
 
     # -- options -----------------------------------------------------------------
 
@@ -621,23 +604,3 @@ class MessageWriter(io.RawIOBase):
                 core.send_binary(data, fin=fin)
 
         self._conn._send(queue, self._conn._write_deadline)
-
-
-def _wait(sock: socket.socket, write: bool, deadline: float | None) -> None:
-    timeout = None if deadline is None else deadline - time.monotonic()
-    if timeout is not None and timeout <= 0:
-        raise TimeoutError("deadline passed")
-    if hasattr(select, "poll"):
-        poller = select.poll()
-        try:
-            poller.register(sock, select.POLLOUT if write else select.POLLIN)
-        except ValueError:  # close() from another thread got here first: no descriptor
-            raise OSError(errno.EBADF, "the connection is closed") from None
-        ready = bool(poller.poll(None if timeout is None else timeout * 1000))
-    else:  # pragma: no cover - Windows
-        readers, writers, _ = select.select(
-            [] if write else [sock], [sock] if write else [], [], timeout
-        )
-        ready = bool(readers or writers)
-    if not ready:
-        raise TimeoutError("deadline passed")
