@@ -24,6 +24,7 @@ from wsproto_core import (
 
 from .conn import Conn, MessageReader, MessageWriter
 from .dialer import Dialer, default_dialer, dial
+from .server import Server, serve
 from .upgrader import Upgrader
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "PreparedMessage",
     "ReadLimitError",
     "RemoteProtocolError",
+    "Server",
     "Upgrader",
     "WebSocketError",
     "default_dialer",
@@ -48,4 +50,5 @@ __all__ = [
     "format_close_message",
     "is_close_error",
     "is_unexpected_close_error",
+    "serve",
 ]

@@ -1,0 +1,198 @@
+"""serve(): a threaded WebSocket server with graceful shutdown.
+
+Each accepted connection gets a thread that upgrades it and runs the
+handler. Shutting down stops accepting, sends every open connection a Close
+with 1001 (going away), gives handlers a bounded time to finish, and closes
+what is left.
+"""
+
+from __future__ import annotations
+
+import logging
+import selectors
+import socket
+import threading
+import time
+from collections.abc import Callable
+from contextlib import suppress
+from typing import Any
+
+from wsproto_core import CloseCode, HandshakeError, MessageType, WebSocketError
+from wsproto_core.frames import format_close_message
+
+from .conn import Conn
+from .upgrader import Upgrader
+
+__all__ = ["Server", "serve"]
+
+logger = logging.getLogger("wsproto_sync.server")
+
+Handler = Callable[[Conn], None]
+_GOING_AWAY = "server shutting down"
+
+
+class Server:
+    """A threaded WebSocket server; build it with :func:`serve`.
+
+    Use it as a context manager, and call :meth:`serve_forever` (blocking)
+    or run it in a thread; :meth:`shutdown` from any thread stops it.
+    """
+
+    def __init__(
+        self,
+        handler: Handler,
+        sock: socket.socket,
+        upgrader: Upgrader,
+        shutdown_timeout: float,
+    ) -> None:
+        self.handler = handler
+        self.socket = sock
+        self.upgrader = upgrader
+        self.shutdown_timeout = shutdown_timeout
+        self._lock = threading.Lock()
+        self._conns: set[Conn] = set()
+        self._threads: set[threading.Thread] = set()
+        self._stopping = threading.Event()
+        self._stopped = threading.Event()
+        self._wakeup_read, self._wakeup_write = socket.socketpair()
+
+    @property
+    def address(self) -> Any:
+        """The address the server listens on, e.g. ``("127.0.0.1", 8765)``."""
+        return self.socket.getsockname()
+
+    def serve_forever(self) -> None:
+        """Accept connections until :meth:`shutdown`."""
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.socket, selectors.EVENT_READ)
+            selector.register(self._wakeup_read, selectors.EVENT_READ)
+            try:
+                while not self._stopping.is_set():
+                    for key, _ in selector.select():
+                        if key.fileobj is self.socket:
+                            self._accept()
+            finally:
+                self._stopped.set()
+
+    def _accept(self) -> None:
+        try:
+            sock, _ = self.socket.accept()
+        except (BlockingIOError, InterruptedError):
+            return  # another thread or a reset took it
+        thread = threading.Thread(target=self._run, args=(sock,), daemon=True)
+        with self._lock:
+            if self._stopping.is_set():
+                sock.close()
+                return
+            self._threads.add(thread)
+        thread.start()
+
+    def _run(self, sock: socket.socket) -> None:
+        try:
+            try:
+                conn = self.upgrader.upgrade(sock)
+            except HandshakeError as exc:
+                logger.info("refused a handshake: %s", exc)
+                return
+            except (OSError, TimeoutError) as exc:
+                logger.info("handshake failed: %r", exc)
+                return
+            with self._lock:
+                stopping = self._stopping.is_set()
+                if not stopping:
+                    self._conns.add(conn)
+            if stopping:
+                # Opened while the server was shutting down: close it as the others.
+                conn.close_gracefully(CloseCode.GOING_AWAY, _GOING_AWAY, self.shutdown_timeout)
+                return
+            try:
+                self.handler(conn)
+            except (WebSocketError, OSError) as exc:
+                logger.debug("connection ended: %r", exc)
+            except Exception:
+                logger.exception("the handler failed")
+            finally:
+                conn.close()
+                with self._lock:
+                    self._conns.discard(conn)
+        finally:
+            with self._lock:
+                self._threads.discard(threading.current_thread())
+
+    def shutdown(self, timeout: float | None = None) -> None:
+        """Stop accepting, close every connection with 1001, and wait for the handlers.
+
+        Handlers get ``timeout`` seconds (default: ``shutdown_timeout``) to
+        finish after the Close; connections still open then are closed.
+        """
+        timeout = self.shutdown_timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        self._stopping.set()
+        with suppress(OSError):
+            self._wakeup_write.send(b"\0")
+        with self._lock:
+            conns = list(self._conns)
+        going_away = format_close_message(CloseCode.GOING_AWAY, _GOING_AWAY)
+        for conn in conns:
+            with suppress(WebSocketError, OSError):
+                conn.write_control(MessageType.CLOSE, going_away, deadline=deadline)
+        for thread in self._snapshot():
+            thread.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            conns = list(self._conns)
+        for conn in conns:  # handlers that did not finish in time
+            conn.close()
+        for thread in self._snapshot():
+            thread.join(1.0)
+        self._stopped.wait(1.0)
+        self.socket.close()
+        self._wakeup_read.close()
+        self._wakeup_write.close()
+
+    def _snapshot(self) -> list[threading.Thread]:
+        with self._lock:
+            return list(self._threads)
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if not self._stopping.is_set():
+            self.shutdown()
+
+
+def serve(
+    handler: Handler,
+    host: str | None = "127.0.0.1",
+    port: int = 0,
+    *,
+    upgrader: Upgrader | None = None,
+    backlog: int = 128,
+    shutdown_timeout: float = 5.0,
+) -> Server:
+    """Listen on ``host``:``port`` and run ``handler(conn)`` for each WebSocket.
+
+    Each connection is upgraded (with ``upgrader``'s options, or the
+    defaults: same-origin check, 10 s handshake timeout, 1 MiB read limit)
+    in a thread of its own, which then runs the handler and closes the
+    connection when it returns. A plain HTTP request gets 426 and the
+    server carries on. Example::
+
+        def echo(conn: Conn) -> None:
+            while True:
+                conn.write_message(*conn.read_message())
+
+        with serve(echo, "127.0.0.1", 8765) as server:
+            server.serve_forever()   # server.shutdown() from another thread stops it
+
+    Args:
+        handler: called with each open connection, in its own thread.
+        host: the address to listen on (``None``: all interfaces).
+        port: the port, 0 for any free one (see ``server.address``).
+        upgrader: handshake options.
+        backlog: the listen backlog.
+        shutdown_timeout: seconds handlers get to finish on shutdown.
+    """
+    sock = socket.create_server((host or "", port), backlog=backlog)
+    sock.setblocking(False)
+    return Server(handler, sock, upgrader or Upgrader(), shutdown_timeout)

@@ -1,0 +1,179 @@
+"""serve(): the threaded server, its error handling and its graceful shutdown."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from wsproto_sync import (
+    CloseCode,
+    CloseError,
+    Conn,
+    Dialer,
+    MessageType,
+    Server,
+    Upgrader,
+    serve,
+)
+
+DIALER = Dialer(handshake_timeout=5)
+
+
+def echo(conn: Conn) -> None:
+    while True:
+        conn.write_message(*conn.read_message())
+
+
+@contextmanager
+def running(server: Server) -> Iterator[Server]:
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown(timeout=2)
+        thread.join(5)
+        assert not thread.is_alive()
+
+
+def url(server: Server) -> str:
+    host, port = server.address[:2]
+    return f"ws://{host}:{port}/"
+
+
+def dial(server: Server) -> Conn:
+    conn, _ = DIALER.dial(url(server))
+    conn.set_read_deadline(time.monotonic() + 5)
+    return conn
+
+
+def test_echo_and_graceful_shutdown() -> None:
+    server = serve(echo)
+    codes: list[int] = []
+
+    def read_until_closed(client: Conn) -> None:
+        # A client reads all the time, so it answers the server's Close.
+        try:
+            while True:
+                client.read_message()
+        except CloseError as exc:
+            codes.append(exc.code)
+
+    with running(server):
+        clients = [dial(server) for _ in range(3)]
+        for index, client in enumerate(clients):
+            client.write_message(MessageType.TEXT, f"hello {index}")
+            assert client.read_message() == (MessageType.TEXT, f"hello {index}")
+        readers = [threading.Thread(target=read_until_closed, args=(c,)) for c in clients]
+        for reader in readers:
+            reader.start()
+        started = time.monotonic()
+    # Shutdown sent each open connection a Close with 1001, and the handlers
+    # ended as soon as the clients answered: well before the 2 s timeout.
+    assert time.monotonic() - started < 1.5
+    for reader in readers:
+        reader.join(5)
+    assert codes == [CloseCode.GOING_AWAY] * 3
+    for client in clients:
+        client.close()
+
+
+def test_plain_http_gets_426_and_the_server_carries_on() -> None:
+    server = serve(echo)
+    with running(server):
+        with socket.create_connection(server.address[:2], timeout=5) as raw:
+            raw.sendall(b"GET / HTTP/1.1\r\nHost: example\r\n\r\n")
+            response = b""
+            while chunk := raw.recv(4096):
+                response += chunk
+        assert response.startswith(b"HTTP/1.1 426 Upgrade Required\r\n")
+        client = dial(server)
+        client.write_message(MessageType.BINARY, b"still here")
+        assert client.read_message() == (MessageType.BINARY, b"still here")
+        client.close()
+
+
+def test_a_failing_handler_is_logged_and_the_server_carries_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def broken(conn: Conn) -> None:
+        conn.read_message()
+        raise RuntimeError("handler bug")
+
+    server = serve(broken)
+    with caplog.at_level(logging.ERROR, logger="wsproto_sync.server"), running(server):
+        for _ in range(2):
+            client = dial(server)
+            client.write_message(MessageType.TEXT, "boom")
+            with pytest.raises(CloseError) as info:
+                client.read_message()
+            assert info.value.code == CloseCode.ABNORMAL_CLOSURE  # the server closed the socket
+            client.close()
+    failures = [record for record in caplog.records if "handler failed" in record.getMessage()]
+    assert len(failures) == 2
+
+
+def test_a_handler_that_ignores_the_close_is_cut_off_after_the_timeout() -> None:
+    release = threading.Event()
+
+    def stubborn(conn: Conn) -> None:
+        release.wait(10)  # never reads, so never sees the Close
+
+    server = serve(stubborn, shutdown_timeout=0.5)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    client = dial(server)
+    started = time.monotonic()
+    server.shutdown()
+    elapsed = time.monotonic() - started
+    release.set()
+    thread.join(5)
+    assert not thread.is_alive()
+    assert 0.4 < elapsed < 3
+    with pytest.raises(CloseError) as info:
+        client.read_message()
+    assert info.value.code == CloseCode.GOING_AWAY  # the Close went out before the cut
+    client.close()
+
+
+def test_handshake_options_come_from_the_upgrader() -> None:
+    server = serve(echo, upgrader=Upgrader(subprotocols=["v2", "v1"]))
+    with running(server):
+        conn, _ = Dialer(subprotocols=["v1", "v2"]).dial(url(server))
+        assert conn.subprotocol == "v2"
+        conn.close()
+
+
+def test_context_manager_shuts_down() -> None:
+    with serve(echo, shutdown_timeout=0.5) as server:
+        address = server.address[:2]
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        client = dial(server)
+    thread.join(5)
+    assert not thread.is_alive()
+    with pytest.raises(CloseError):
+        client.read_message()
+    client.close()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(address, timeout=1).close()
+
+
+def test_a_silent_client_times_out_and_the_server_carries_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server = serve(echo, upgrader=Upgrader(handshake_timeout=0.2))
+    with caplog.at_level(logging.INFO, logger="wsproto_sync.server"), running(server):
+        with socket.create_connection(server.address[:2], timeout=5) as silent:
+            assert silent.recv(1) == b""  # the server gave up and closed it
+        client = dial(server)
+        client.write_message(MessageType.TEXT, "after")
+        assert client.read_message() == (MessageType.TEXT, "after")
+        client.close()
+    assert any("handshake failed" in record.getMessage() for record in caplog.records)
