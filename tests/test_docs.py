@@ -9,6 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
+import wsproto_sync
 from wsproto_core import HandshakeRequest, Message, ServerConnection
 
 DOCS = Path(__file__).parent.parent / "docs"
@@ -74,6 +75,23 @@ def test_deflate_measurement_script_runs() -> None:
     assert result.returncode == 0, result.stderr
     assert "closed with 1009" in result.stdout
     assert result.stdout.count("deflate,") == 2
+
+
+def test_sync_guide_example_runs() -> None:
+    blocks = python_blocks(DOCS / "sync.md")
+    runnable = [block for block in blocks if "doctest: +SKIP" not in block]
+    assert len(runnable) == 1
+    namespace: dict[str, object] = {}
+    exec(compile(runnable[0], "docs/sync.md", "exec"), namespace)
+    server = namespace["server"]
+    assert isinstance(server, wsproto_sync.Server)
+    assert server.socket.fileno() == -1  # shut down, as the example says
+
+
+def test_sync_guide_names_every_public_name() -> None:
+    text = (DOCS / "sync.md").read_text()
+    missing = [name for name in wsproto_sync.__all__ if f"`{name}" not in text]
+    assert missing == []
 
 
 def test_state_diagram_is_current() -> None:

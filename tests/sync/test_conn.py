@@ -6,6 +6,7 @@ instead of hanging the run.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import socket
@@ -42,7 +43,7 @@ from wsproto_core import (
     serialize_frame,
 )
 from wsproto_core.frames import RSV1
-from wsproto_sync import Conn, MessageReader, MessageWriter
+from wsproto_sync import Conn, MessageReader, MessageWriter, join_messages
 
 TIMEOUT = 5.0
 MASK = b"\x01\x02\x03\x04"
@@ -1197,3 +1198,36 @@ def test_waiting_on_a_socket_closed_by_another_thread_is_an_os_error() -> None:
     a.close()
     with pytest.raises(OSError, match="closed"):
         _wait(a, False, None)
+
+
+def test_join_messages_reads_every_message_with_the_terminator(pair: tuple[Conn, Conn]) -> None:
+    client, server = pair
+    client.set_read_deadline(time.monotonic() + 5)
+    for text in ("a", "", "bb", "ccc" * 30_000):
+        server.write_message(MessageType.TEXT, text)
+    server.write_message(MessageType.BINARY, b"\xff")
+    server.write_control(MessageType.CLOSE, format_close_message(1000))
+    joined = join_messages(client, b"\n")
+    assert joined.read() == b"a\n\nbb\n" + b"ccc" * 30_000 + b"\n\xff\n"
+    assert joined.read() == b""
+
+
+def test_join_messages_raises_an_abnormal_close(pair: tuple[Conn, Conn]) -> None:
+    client, server = pair
+    client.set_read_deadline(time.monotonic() + 5)
+    server.write_message(MessageType.TEXT, "partial")
+    server.close()  # no Close frame: 1006
+    joined = join_messages(client)
+    with pytest.raises(CloseError) as info:
+        joined.read()
+    assert info.value.code == CloseCode.ABNORMAL_CLOSURE
+
+
+def test_join_messages_as_lines_of_text(pair: tuple[Conn, Conn]) -> None:
+    client, server = pair
+    client.set_read_deadline(time.monotonic() + 5)
+    for line in ("first", "second"):
+        server.write_message(MessageType.TEXT, line)
+    server.write_control(MessageType.CLOSE, format_close_message(1001))
+    lines = io.TextIOWrapper(join_messages(client, b"\n"), encoding="utf-8")
+    assert [line.rstrip("\n") for line in lines] == ["first", "second"]

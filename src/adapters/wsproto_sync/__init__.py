@@ -22,7 +22,7 @@ from wsproto_core import (
     is_unexpected_close_error,
 )
 
-from .conn import Conn, MessageReader, MessageWriter
+from .conn import Conn, MessageReader, MessageWriter, join_messages
 from .dialer import Dialer, default_dialer, dial
 from .server import Server, serve
 from .upgrader import Upgrader
@@ -50,5 +50,6 @@ __all__ = [
     "format_close_message",
     "is_close_error",
     "is_unexpected_close_error",
+    "join_messages",
     "serve",
 ]

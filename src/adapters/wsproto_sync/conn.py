@@ -46,7 +46,7 @@ from wsproto_core import (
 
 from ._io import recv, sendall
 
-__all__ = ["Conn", "MessageReader", "MessageWriter"]
+__all__ = ["Conn", "MessageReader", "MessageWriter", "join_messages"]
 
 DEFAULT_READ_BUFFER_SIZE = 65536
 DEFAULT_WRITE_BUFFER_SIZE = 4096  # gorilla's default
@@ -604,3 +604,56 @@ class MessageWriter(io.RawIOBase):
                 core.send_binary(data, fin=fin)
 
         self._conn._send(queue, self._conn._write_deadline)
+
+
+_NORMAL_CLOSE = (CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY, CloseCode.NO_STATUS_RCVD)
+
+
+class _JoinedReader(io.RawIOBase):
+    def __init__(self, conn: Conn, term: bytes) -> None:
+        super().__init__()
+        self._conn = conn
+        self._term = term
+        self._reader: MessageReader | None = None
+        self._pending = b""
+        self._eof = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending:
+            if self._eof:
+                return 0
+            if self._reader is None:
+                try:
+                    _, self._reader = self._conn.next_reader()
+                except CloseError as exc:
+                    if exc.code not in _NORMAL_CLOSE:
+                        raise
+                    self._eof = True
+                    return 0
+            chunk = self._reader.read(DEFAULT_READ_BUFFER_SIZE)
+            if chunk:
+                self._pending = chunk
+            else:
+                self._pending, self._reader = self._term, None
+        with memoryview(buffer) as target:
+            size = min(len(target), len(self._pending))
+            target[:size] = self._pending[:size]
+        self._pending = self._pending[size:]
+        return size
+
+
+def join_messages(conn: Conn, term: bytes = b"") -> io.BufferedReader:
+    """Read the messages as one stream, ``term`` after each (gorilla: ``JoinMessages``).
+
+    The stream ends when the peer closes normally (1000, 1001 or no code);
+    any other close or error is raised by the read. Only the connection's
+    reading thread may read it. Lines of text, for example, with
+    ``term=NEWLINE`` where ``NEWLINE = bytes([10])``::
+
+        for line in io.TextIOWrapper(join_messages(conn, NEWLINE), encoding="utf-8"):
+            ...
+    """
+    return io.BufferedReader(_JoinedReader(conn, term))
