@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sync_helpers import TIMEOUT, Background
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 from websockets.sync.server import serve as ws_serve
@@ -33,45 +34,11 @@ from wsproto_sync import (
     format_close_message,
 )
 
-TIMEOUT = 5.0
 HANDSHAKE_TIMEOUT = 0.3
 BIG = 16 * 1024 * 1024
 
 
 # -- helpers ----------------------------------------------------------------------
-
-
-class Background:
-    """Run ``fn`` in a daemon thread; ``result()`` joins with a timeout."""
-
-    def __init__(self, fn: Callable[[], Any]) -> None:
-        self._value: Any = None
-        self._error: BaseException | None = None
-        self.done_at: float | None = None
-        self._thread = threading.Thread(target=self._run, args=(fn,), daemon=True)
-        self._thread.start()
-
-    def _run(self, fn: Callable[[], Any]) -> None:
-        try:
-            self._value = fn()
-        except BaseException as exc:
-            self._error = exc
-        finally:
-            self.done_at = time.monotonic()
-
-    def join(self, timeout: float = TIMEOUT) -> None:
-        self._thread.join(timeout)
-        assert not self._thread.is_alive(), "background thread did not finish in time"
-
-    def result(self, timeout: float = TIMEOUT) -> Any:
-        self.join(timeout)
-        if self._error is not None:
-            raise self._error
-        return self._value
-
-    def error(self, timeout: float = TIMEOUT) -> BaseException | None:
-        self.join(timeout)
-        return self._error
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from typing import Any
 
 from wsproto_core import (
@@ -179,14 +179,8 @@ class Conn:
         if reader is not None:
             reader._discard()
 
-    @contextmanager
-    def _reading(self) -> Iterator[None]:
-        if not self._reader_role.acquire(blocking=False):
-            raise ConcurrencyError("another thread is reading: a Conn has one reader at a time")
-        try:
-            yield
-        finally:
-            self._reader_role.release()
+    def _reading(self) -> AbstractContextManager[None]:
+        return _role(self._reader_role, "reading", "reader")
 
     def _next_message_event(self) -> Event:
         """The next message event; control events go to their handlers."""
@@ -284,8 +278,7 @@ class Conn:
         """
         if message_type not in (MessageType.TEXT, MessageType.BINARY):
             raise LocalProtocolError("next_writer() writes text or binary messages")
-        if not self._writer_role.acquire(blocking=False):
-            raise ConcurrencyError("another thread is writing: a Conn has one writer at a time")
+        _take_role(self._writer_role, "writing", "writer")  # released by the writer's close()
         return MessageWriter(self, MessageType(message_type))
 
     def write_control(
@@ -307,14 +300,8 @@ class Conn:
             raise LocalProtocolError("write_control() sends Ping, Pong or Close")
         self._send(lambda core: core.send_message(message_type, data), deadline)
 
-    @contextmanager
-    def _writing(self) -> Iterator[None]:
-        if not self._writer_role.acquire(blocking=False):
-            raise ConcurrencyError("another thread is writing: a Conn has one writer at a time")
-        try:
-            yield
-        finally:
-            self._writer_role.release()
+    def _writing(self) -> AbstractContextManager[None]:
+        return _role(self._writer_role, "writing", "writer")
 
     def _send(self, queue: Callable[[Connection], None], deadline: float | None) -> None:
         timeout = -1 if deadline is None else max(0.0, deadline - time.monotonic())
@@ -604,6 +591,20 @@ class MessageWriter(io.RawIOBase):
                 core.send_binary(data, fin=fin)
 
         self._conn._send(queue, self._conn._write_deadline)
+
+
+def _take_role(lock: threading.Lock, doing: str, who: str) -> None:
+    if not lock.acquire(blocking=False):
+        raise ConcurrencyError(f"another thread is {doing}: a Conn has one {who} at a time")
+
+
+@contextmanager
+def _role(lock: threading.Lock, doing: str, who: str) -> Iterator[None]:
+    _take_role(lock, doing, who)
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 _NORMAL_CLOSE = (CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY, CloseCode.NO_STATUS_RCVD)
