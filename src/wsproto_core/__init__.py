@@ -56,16 +56,26 @@ from .extensions import (
     ServerPerMessageDeflate,
 )
 from .frames import Frame, format_close_message, parse_close_payload, parse_frame, serialize_frame
-from .handshake import accept_key, is_websocket_upgrade, same_origin, subprotocols
+from .handshake import (
+    ErrorRenderer,
+    OriginCheck,
+    accept_key,
+    is_websocket_upgrade,
+    plain_text_error,
+    same_origin,
+    subprotocols,
+)
 from .headers import ExtensionOffer, Headers
 from .mask import apply_mask
 from .memory import ConnectionPair
+from .pool import BufferPool, SharedBufferPool
 from .prepared import PreparedMessage
 from .state import State
 from .uri import WebSocketURI, parse_uri
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
+    "BufferPool",
     "ClientConnection",
     "ClientExtensionFactory",
     "ClientPerMessageDeflate",
@@ -76,6 +86,7 @@ __all__ = [
     "ConcurrencyError",
     "Connection",
     "ConnectionPair",
+    "ErrorRenderer",
     "Event",
     "Extension",
     "ExtensionOffer",
@@ -93,6 +104,7 @@ __all__ = [
     "MessageStart",
     "MessageType",
     "Opcode",
+    "OriginCheck",
     "PerMessageDeflate",
     "Ping",
     "Pong",
@@ -103,6 +115,7 @@ __all__ = [
     "ServerConnection",
     "ServerExtensionFactory",
     "ServerPerMessageDeflate",
+    "SharedBufferPool",
     "State",
     "WebSocketError",
     "WebSocketURI",
@@ -116,6 +129,7 @@ __all__ = [
     "parse_close_payload",
     "parse_frame",
     "parse_uri",
+    "plain_text_error",
     "same_origin",
     "serialize_frame",
     "subprotocols",

@@ -50,8 +50,10 @@ from .handshake import (
     DEFAULT_MAX_HANDSHAKE_SIZE,
     DEFAULT_MAX_REJECTED_BODY_SIZE,
     ClientHandshake,
+    ErrorRenderer,
     OriginCheck,
     ServerHandshake,
+    plain_text_error,
     same_origin,
 )
 from .headers import HeadersLike
@@ -823,6 +825,9 @@ class ServerConnection(Connection):
             refuses browsers on other sites with 403. ``None`` accepts every
             origin: do that only if you authenticate otherwise.
         max_handshake_size: the most bytes a request head may take.
+        render_error: renders the body and headers of the HTTP error
+            responses (see :data:`~wsproto_core.handshake.ErrorRenderer`);
+            the default writes the reason as plain text.
         **options: as for :class:`Connection`.
     """
 
@@ -833,6 +838,7 @@ class ServerConnection(Connection):
         extensions: Sequence[ServerExtensionFactory] = (),
         check_origin: OriginCheck | None = same_origin,
         max_handshake_size: int = DEFAULT_MAX_HANDSHAKE_SIZE,
+        render_error: ErrorRenderer = plain_text_error,
         max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
         auto_pong: bool = True,
         stream_messages: bool = False,
@@ -849,6 +855,7 @@ class ServerConnection(Connection):
             extensions=extensions,
             check_origin=check_origin,
             max_handshake_size=max_handshake_size,
+            render_error=render_error,
         )
         #: The request being answered, once it has arrived.
         self.handshake_request: HandshakeRequest | HTTPRequest | None = None
@@ -896,7 +903,7 @@ class ServerConnection(Connection):
         return event
 
     def reject(
-        self, status_code: int | None = None, headers: HeadersLike = (), body: bytes = b""
+        self, status_code: int | None = None, headers: HeadersLike = (), body: bytes | None = None
     ) -> None:
         """Answer the request with an HTTP response; the connection is then ``CLOSED``.
 
@@ -904,7 +911,7 @@ class ServerConnection(Connection):
             status_code: by default 403 for a :class:`HandshakeRequest` and
                 426 (with ``Upgrade: websocket``) for an :class:`HTTPRequest`.
             headers: response headers.
-            body: the response body.
+            body: the response body; by default an error page from ``render_error``.
 
         Raises:
             LocalProtocolError: no request to answer, or not a final status.

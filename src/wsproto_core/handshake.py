@@ -41,6 +41,7 @@ from .uri import WebSocketURI, parse_uri
 __all__ = [
     "DEFAULT_MAX_HANDSHAKE_SIZE",
     "ClientHandshake",
+    "ErrorRenderer",
     "OriginCheck",
     "ServerHandshake",
     "accept_key",
@@ -56,6 +57,29 @@ DEFAULT_MAX_REJECTED_BODY_SIZE = 64 * 1024
 
 OriginCheck = Callable[[HandshakeRequest], bool]
 """A server's origin policy: return ``False`` to refuse the request with 403."""
+
+ErrorRenderer = Callable[[int, str, "HTTPRequest | None"], tuple[HeadersLike, bytes]]
+"""Renders a server's HTTP error response (gorilla: ``Upgrader.Error``).
+
+Called as ``render(status_code, reason, request)``, where ``request`` is the
+offending request, or ``None`` if it could not be parsed; returns the
+response's ``(headers, body)``. The status code is the handshake's choice
+and stays; so do the headers the RFC requires with it (``Allow``,
+``Sec-WebSocket-Version``, ``Upgrade``), and ``Content-Length`` and
+``Connection: close``, which are always set for you. The reason is written
+for people and never quotes the peer's bytes.
+"""
+
+_PLAIN_TEXT = (("Content-Type", "text/plain; charset=utf-8"),)
+
+
+def plain_text_error(
+    status_code: int, reason: str, request: HTTPRequest | None
+) -> tuple[HeadersLike, bytes]:
+    """The default :data:`ErrorRenderer`: the reason as one line of plain text."""
+    title = f"{status_code} {_phrase(status_code).decode()}".rstrip()
+    return _PLAIN_TEXT, f"{title}: {reason}\n".encode()
+
 
 # Headers the handshake owns; extra headers may not replace them.
 _CLIENT_OWNED = frozenset(
@@ -351,10 +375,12 @@ class ServerHandshake:
         extensions: Sequence[ServerExtensionFactory] = (),
         check_origin: OriginCheck | None = same_origin,
         max_handshake_size: int = DEFAULT_MAX_HANDSHAKE_SIZE,
+        render_error: ErrorRenderer = plain_text_error,
     ) -> None:
         self.subprotocols = tuple(subprotocols)
         self._factories = tuple(extensions)
         self._check_origin = check_origin
+        self._render_error = render_error
         self._max_handshake_size = max_handshake_size
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=max_handshake_size)
         self._head = _HeadMeter(max_handshake_size)
@@ -412,11 +438,36 @@ class ServerHandshake:
         detail: str = "",
         headers: Sequence[tuple[str, str]] = (),
     ) -> HandshakeError:
-        body = (reason + "\n").encode()
-        fields = [*headers, ("Content-Type", "text/plain; charset=utf-8")]
-        self.response = self._respond(status, fields, body)
+        fields = self._error_page(status, reason, headers, None)
         message = f"{reason}: {detail}" if detail else reason
         return HandshakeError(message, status_code=status, headers=Headers(fields))
+
+    def _error_page(
+        self,
+        status: int,
+        reason: str,
+        required: Sequence[tuple[str, str]],
+        body: bytes | None,
+    ) -> list[tuple[str, str]]:
+        """Queue an error response; ``body=None`` asks the renderer for the page."""
+        fields = list(required)
+        if body is None:
+            page_headers, body = self._render_error(status, reason, self._request_event())
+            owned = {name.lower() for name, _ in fields}
+            fields += [(k, v) for k, v in Headers(page_headers) if k.lower() not in owned]
+        self.response = self._respond(status, fields, body)
+        return fields
+
+    def _request_event(self) -> HTTPRequest | None:
+        request = self._request
+        if request is None:
+            return None
+        return HTTPRequest(
+            method=request.method.decode("ascii"),
+            target=request.target.decode("ascii"),
+            headers=_decode_headers(request.headers),
+            body=b"".join(self._body),
+        )
 
     def _evaluate(self) -> HandshakeRequest | HTTPRequest:
         request = self._request
@@ -564,7 +615,10 @@ class ServerHandshake:
         return responses, extensions
 
     def reject(
-        self, status_code: int | None = None, headers: HeadersLike = (), body: bytes = b""
+        self,
+        status_code: int | None = None,
+        headers: HeadersLike = (),
+        body: bytes | None = None,
     ) -> bytes:
         """Refuse the request with an HTTP response; the connection then closes.
 
@@ -572,7 +626,8 @@ class ServerHandshake:
             status_code: defaults to 403 for a :class:`HandshakeRequest` and to
                 ``426 Upgrade Required`` for a plain :class:`HTTPRequest`.
             headers: response headers (``Content-Length`` is set for you).
-            body: the response body.
+            body: the response body; ``None`` renders an error page with the
+                ``render_error`` hook, below ``headers``.
 
         Returns:
             The response bytes.
@@ -583,14 +638,19 @@ class ServerHandshake:
         """
         if self.event is None or self.response:
             raise LocalProtocolError("reject() answers a request, once")
+        websocket = isinstance(self.event, HandshakeRequest)
         if status_code is None:
-            status_code = 403 if isinstance(self.event, HandshakeRequest) else 426
+            status_code = 403 if websocket else 426
         if not 200 <= status_code <= 599:
             raise LocalProtocolError(f"{status_code} is not a status that refuses a request")
         fields = list(Headers(headers))
         if status_code == 426 and not any(k.lower() == "upgrade" for k, _ in fields):
             fields += [("Upgrade", "websocket"), ("Sec-WebSocket-Version", VERSION)]
-        self.response = self._respond(status_code, fields, body)
+        if status_code == 426 and not websocket:
+            reason = "this is a WebSocket endpoint: connect with a WebSocket client"
+        else:
+            reason = "the server refused the request"
+        self._error_page(status_code, reason, fields, body)
         return self.response
 
     def _respond(self, status: int, fields: list[tuple[str, str]], body: bytes) -> bytes:

@@ -759,7 +759,10 @@ def test_plain_get_gives_http_request(mode: str) -> None:
     assert response.status_code == 426
     assert response.headers["upgrade"] == "websocket"
     assert response.headers["sec-websocket-version"] == "13"
-    assert response.headers["content-length"] == "0"
+    assert response.headers["content-type"] == "text/plain; charset=utf-8"
+    assert response.body == (
+        b"426 Upgrade Required: this is a WebSocket endpoint: connect with a WebSocket client\n"
+    )
     assert response.headers["connection"] == "close"
     assert server.state is State.CLOSED
     assert server.close_expected()
@@ -1559,7 +1562,7 @@ def test_error_responses_have_a_reason_phrase_and_no_peer_bytes(mode: str) -> No
     _, error, response = server_error(b"GARBAGE\r\n\r\n", mode)
     assert (response.status_code, response.reason) == (400, "Bad Request")
     assert b"GARBAGE" not in response.body
-    assert response.body == b"malformed HTTP request\n"
+    assert response.body == b"400 Bad Request: malformed HTTP request\n"
     assert error.reason.startswith("malformed HTTP request: ")  # h11's detail, for logs
 
 
@@ -1620,7 +1623,7 @@ def test_missing_host_is_400_whatever_the_http_version(mode: str) -> None:
     # h11 requires Host of HTTP/1.1 only; the handshake requires it always (RFC 6455 §4.2.1).
     _, error, response = server_error(ws_request(version="HTTP/1.2", host=None), mode)
     assert error.status_code == response.status_code == 400
-    assert response.body == b"missing Host header\n"
+    assert response.body == b"400 Bad Request: missing Host header\n"
 
 
 def test_error_response_to_head_has_no_body() -> None:
@@ -1632,7 +1635,7 @@ def test_error_response_to_head_has_no_body() -> None:
     wire = server.data_to_send()
     assert wire.startswith(b"HTTP/1.1 400 Bad Request\r\n")
     assert wire.endswith(
-        b"Content-Length: 23\r\nConnection: close\r\n\r\n"
+        b"Content-Length: 40\r\nConnection: close\r\n\r\n"
     )  # GET's length, no body
 
 
@@ -1646,3 +1649,105 @@ def test_reject_of_a_head_request_sends_no_body() -> None:
     assert server.data_to_send() == (
         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n"
     )
+
+
+# == server: rendering error pages (gorilla: Upgrader.Error) ==========================
+
+
+class PageRecorder:
+    """An ErrorRenderer that records its calls and answers with a JSON page."""
+
+    def __init__(self, headers: Iterable[tuple[str, str]] = ()) -> None:
+        self.calls: list[tuple[int, str, HTTPRequest | None]] = []
+        self.headers = list(headers)
+
+    def __call__(
+        self, status: int, reason: str, request: HTTPRequest | None
+    ) -> tuple[list[tuple[str, str]], bytes]:
+        self.calls.append((status, reason, request))
+        headers = [("Content-Type", "application/json"), *self.headers]
+        return headers, f'{{"status": {status}}}'.encode()
+
+
+def test_render_error_renders_a_failed_handshake(mode: str) -> None:
+    render = PageRecorder()
+    data = ws_request(ws_version="8")
+    _, error, response = server_error(data, mode, render_error=render)
+    assert response.status_code == 426
+    assert response.body == b'{"status": 426}'
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["sec-websocket-version"] == "13"  # RFC 6455 §4.2.2 keeps it
+    [(status, reason, request)] = render.calls
+    assert status == 426
+    assert reason.startswith("unsupported WebSocket version 8")
+    assert request is not None
+    assert (request.method, request.target) == ("GET", "/chat")
+    assert request.headers["sec-websocket-version"] == "8"
+    assert error.headers is not None
+    assert error.headers["content-type"] == "application/json"
+
+
+def test_render_error_cannot_drop_or_replace_required_headers() -> None:
+    render = PageRecorder(
+        [("Allow", "POST"), ("Content-Length", "1"), ("Connection", "keep-alive"), ("X-Id", "7")]
+    )
+    _, _, response = server_error(ws_request(method="POST"), "whole", render_error=render)
+    assert response.status_code == 405
+    assert response.headers.get_all("allow") == ["GET"]
+    assert response.headers.get_all("connection") == ["close"]
+    assert response.headers.get_all("content-length") == [str(len(response.body))]
+    assert response.headers["x-id"] == "7"
+
+
+def test_render_error_gets_no_request_when_it_could_not_be_parsed() -> None:
+    render = PageRecorder()
+    server_error(b"GARBAGE\r\n\r\n", "whole", render_error=render)
+    [(status, reason, request)] = render.calls
+    assert (status, reason, request) == (400, "malformed HTTP request", None)
+
+
+def test_render_error_renders_a_refused_origin() -> None:
+    render = PageRecorder()
+    data = ws_request("Origin: https://evil.example")
+    _, _, response = server_error(data, "whole", render_error=render)
+    assert response.status_code == 403
+    assert render.calls[0][:2] == (403, "origin not allowed")
+
+
+def test_reject_without_a_body_renders_the_page() -> None:
+    render = PageRecorder()
+    server, event = server_request(
+        b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n", "whole", render_error=render
+    )
+    server.reject()
+    response = parse_response(server.data_to_send())
+    assert response.status_code == 426
+    assert response.body == b'{"status": 426}'
+    assert response.headers["upgrade"] == "websocket"
+    [(_, _, request)] = render.calls
+    assert request == event
+
+
+def test_reject_of_a_websocket_request_renders_a_page() -> None:
+    server, _ = server_request(ws_request(), "whole")
+    server.reject(401, [("WWW-Authenticate", 'Bearer realm="chat"')])
+    response = parse_response(server.data_to_send())
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == 'Bearer realm="chat"'
+    assert response.body == b"401 Unauthorized: the server refused the request\n"
+
+
+def test_reject_with_a_body_does_not_render() -> None:
+    render = PageRecorder()
+    server, _ = server_request(ws_request(), "whole", render_error=render)
+    server.reject(404, body=b"")
+    response = parse_response(server.data_to_send())
+    assert (response.status_code, response.body) == (404, b"")
+    assert "content-type" not in response.headers
+    assert render.calls == []
+
+
+def test_default_page_of_a_status_without_a_phrase() -> None:
+    server, _ = server_request(ws_request(), "whole")
+    server.reject(599)
+    assert parse_response(server.data_to_send()).body == (b"599: the server refused the request\n")
