@@ -9,6 +9,8 @@ import sys
 import threading
 from pathlib import Path
 
+import pytest
+
 import wsproto_sync
 from wsproto_core import HandshakeRequest, Message, ServerConnection
 
@@ -77,15 +79,24 @@ def test_deflate_measurement_script_runs() -> None:
     assert result.stdout.count("deflate,") == 2
 
 
-def test_sync_guide_example_runs() -> None:
+def test_sync_guide_examples_run(capsys: pytest.CaptureFixture[str]) -> None:
     blocks = python_blocks(DOCS / "sync.md")
     runnable = [block for block in blocks if "doctest: +SKIP" not in block]
-    assert len(runnable) == 1
+    assert len(runnable) == 2
     namespace: dict[str, object] = {}
     exec(compile(runnable[0], "docs/sync.md", "exec"), namespace)
     server = namespace["server"]
     assert isinstance(server, wsproto_sync.Server)
     assert server.socket.fileno() == -1  # shut down, as the example says
+    namespace = {}
+    exec(compile(runnable[1], "docs/sync.md", "exec"), namespace)
+    assert namespace["httpd"].socket.fileno() == -1  # type: ignore[attr-defined]
+    printed = capsys.readouterr()
+    assert printed.out.splitlines() == [
+        "(<MessageType.TEXT: 1>, 'hello')",
+        "(<MessageType.TEXT: 1>, 'through http.server')",
+    ]
+    assert '"GET /ws HTTP/1.1" 101' in printed.err  # http.server's access log
 
 
 def test_sync_guide_names_every_public_name() -> None:

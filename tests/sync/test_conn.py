@@ -6,6 +6,7 @@ instead of hanging the run.
 
 from __future__ import annotations
 
+import array
 import io
 import json
 import os
@@ -36,6 +37,7 @@ from wsproto_core import (
     RemoteProtocolError,
     Role,
     ServerPerMessageDeflate,
+    SharedBufferPool,
     format_close_message,
     is_close_error,
     is_unexpected_close_error,
@@ -404,6 +406,93 @@ def test_next_writer_refuses_control_types(pair):
     with pytest.raises(LocalProtocolError):
         client.next_writer(MessageType.PING)
     client.next_writer(MessageType.TEXT).close()  # and did not take the writer role
+
+
+class CountingPool(SharedBufferPool):
+    """A shared pool that counts how many buffers are out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.out = 0
+        self.handed: list[bytearray] = []
+
+    def get(self) -> bytearray | None:
+        buffer = super().get()
+        self.out += 1
+        if buffer is not None:
+            self.handed.append(buffer)
+        return buffer
+
+    def put(self, buffer: bytearray) -> None:
+        self.out -= 1
+        super().put(buffer)
+
+
+def test_writers_hold_a_pool_buffer_only_while_writing(sockets):
+    a, b = sockets
+    pool = CountingPool()
+    client = Conn(a, Connection(Role.CLIENT), write_buffer_size=64, write_buffer_pool=pool)
+    server = Conn(b, Connection(Role.SERVER))
+    guard_reads(server)
+    writer = client.next_writer(MessageType.BINARY)
+    assert pool.out == 0  # an idle writer holds nothing
+    writer.write(b"a" * 200)
+    assert pool.out == 1
+    writer.close()
+    assert (pool.out, len(pool)) == (0, 1)
+    first = pool._idle[0]
+    with client.next_writer(MessageType.TEXT) as writer:
+        writer.write_text("second")
+    assert pool.handed == [first]  # the same buffer served the next message
+    assert server.read_message() == (MessageType.BINARY, b"a" * 200)
+    assert server.read_message() == (MessageType.TEXT, "second")
+    client.close()
+    server.close()
+
+
+def test_a_pool_buffer_of_another_size_is_not_used(sockets):
+    a, b = sockets
+    pool = SharedBufferPool()
+    pool.put(bytearray(10))
+    client = Conn(a, Connection(Role.CLIENT), write_buffer_size=64, write_buffer_pool=pool)
+    server = Conn(b, Connection(Role.SERVER))
+    guard_reads(server)
+    data = os.urandom(1000)
+    with client.next_writer(MessageType.BINARY) as writer:
+        writer.write(data)
+    assert server.read_message() == (MessageType.BINARY, data)
+    assert [len(buffer) for buffer in pool._idle] == [64]
+    client.close()
+    server.close()
+
+
+def test_a_failed_writer_gives_its_buffer_back(sockets):
+    a, b = sockets
+    pool = CountingPool()
+    client = Conn(a, Connection(Role.CLIENT), write_buffer_pool=pool)
+    writer = client.next_writer(MessageType.BINARY)
+    writer.write(b"x")
+    client.write_control(MessageType.CLOSE, format_close_message(CloseCode.NORMAL_CLOSURE))
+    with pytest.raises(CloseSentError):
+        writer.close()
+    assert pool.out == 0
+    client.close()
+    b.close()
+
+
+def test_next_writer_takes_any_bytes_like(pair):
+    client, server = pair
+    guard_reads(server)
+    client.write_buffer_size = 4
+    with client.next_writer(MessageType.BINARY) as writer:
+        assert writer.write(bytearray(b"ab")) == 2
+        assert writer.write(memoryview(b"cdefgh")) == 6
+        assert writer.write(array.array("H", [0x4241])) == 2  # counted in bytes
+        assert writer.write(b"") == 0
+    assert server.read_message() == (
+        MessageType.BINARY,
+        b"abcdefgh" + bytes(array.array("H", [0x4241])),
+    )
 
 
 def test_write_control_refuses_data_types(pair):

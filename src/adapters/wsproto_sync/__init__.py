@@ -6,6 +6,7 @@ is enough.
 """
 
 from wsproto_core import (
+    BufferPool,
     CloseCode,
     CloseError,
     CloseSentError,
@@ -16,6 +17,7 @@ from wsproto_core import (
     PreparedMessage,
     ReadLimitError,
     RemoteProtocolError,
+    SharedBufferPool,
     WebSocketError,
     format_close_message,
     is_close_error,
@@ -28,6 +30,7 @@ from .server import Server, serve
 from .upgrader import Upgrader
 
 __all__ = [
+    "BufferPool",
     "CloseCode",
     "CloseError",
     "CloseSentError",
@@ -43,6 +46,7 @@ __all__ = [
     "ReadLimitError",
     "RemoteProtocolError",
     "Server",
+    "SharedBufferPool",
     "Upgrader",
     "WebSocketError",
     "default_dialer",

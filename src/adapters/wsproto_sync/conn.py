@@ -25,6 +25,7 @@ from contextlib import AbstractContextManager, contextmanager, suppress
 from typing import Any
 
 from wsproto_core import (
+    BufferPool,
     Close,
     CloseCode,
     CloseError,
@@ -77,6 +78,9 @@ class Conn:
         protocol: the core connection, already open.
         read_buffer_size: how many bytes to ask the socket for at once.
         write_buffer_size: the frame size of ``next_writer()``'s writers.
+        write_buffer_pool: where writers take their buffer from and give it
+            back to when the message is done (gorilla: ``WriteBufferPool``);
+            by default each writer allocates its own.
     """
 
     def __init__(
@@ -86,6 +90,7 @@ class Conn:
         *,
         read_buffer_size: int = DEFAULT_READ_BUFFER_SIZE,
         write_buffer_size: int = DEFAULT_WRITE_BUFFER_SIZE,
+        write_buffer_pool: BufferPool | None = None,
     ) -> None:
         if read_buffer_size <= 0 or write_buffer_size <= 0:
             raise ValueError("buffer sizes must be positive")
@@ -93,6 +98,7 @@ class Conn:
         self._proto = protocol
         self._read_size = read_buffer_size
         self.write_buffer_size = write_buffer_size
+        self.write_buffer_pool = write_buffer_pool
         self._core_lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._reader_role = threading.Lock()
@@ -540,29 +546,39 @@ class MessageWriter(io.RawIOBase):
 
     ``close()`` sends the last frame and ends the message; use it as a
     context manager. Text messages take UTF-8 ``bytes`` (or ``str`` through
-    :meth:`write_text`).
+    :meth:`write_text`). The buffer comes from the connection's
+    ``write_buffer_pool`` at the first write and goes back at ``close()``.
     """
 
     def __init__(self, conn: Conn, message_type: MessageType) -> None:
         super().__init__()
         self._conn = conn
         self._type = message_type
-        self._buffer = bytearray()
+        self._size = conn.write_buffer_size
+        self._buffer: bytearray | None = None
+        self._filled = 0
 
     def writable(self) -> bool:
         """Always ``True``."""
         return True
 
     def write(self, data: Any) -> int:
-        """Buffer ``data``; every full buffer goes out as one frame."""
+        """Buffer ``data``; each time the buffer is full and more comes, it goes out as a frame."""
         if self.closed:
             raise ValueError("write to a closed message writer")
-        size = len(data)
-        self._buffer += data
-        limit = self._conn.write_buffer_size
-        while len(self._buffer) > limit:
-            self._frame(bytes(self._buffer[:limit]), fin=False)
-            del self._buffer[:limit]
+        with memoryview(data) as whole, whole.cast("B") as view:
+            size = len(view)
+            buffer = self._buffer if self._buffer is not None else self._take_buffer()
+            start = 0
+            while start < size:
+                if self._filled == self._size:
+                    # Send a full buffer only once more data comes, so the
+                    # last frame, sent by close(), is never empty.
+                    self._frame(buffer, fin=False)
+                count = min(size - start, self._size - self._filled)
+                buffer[self._filled : self._filled + count] = view[start : start + count]
+                self._filled += count
+                start += count
         return size
 
     def write_text(self, text: str) -> int:
@@ -575,13 +591,27 @@ class MessageWriter(io.RawIOBase):
         if self.closed:
             return
         try:
-            self._frame(bytes(self._buffer), fin=True)
+            buffer = self._buffer if self._buffer is not None else bytearray()
+            self._frame(buffer, fin=True)
         finally:
-            self._buffer = bytearray()
+            if self._buffer is not None and self._conn.write_buffer_pool is not None:
+                self._conn.write_buffer_pool.put(self._buffer)
+            self._buffer = None
             super().close()
             self._conn._writer_role.release()
 
-    def _frame(self, data: bytes, *, fin: bool) -> None:
+    def _take_buffer(self) -> bytearray:
+        pool = self._conn.write_buffer_pool
+        buffer = pool.get() if pool is not None else None
+        if buffer is None or len(buffer) != self._size:  # a pool shared across sizes
+            buffer = bytearray(self._size)
+        self._buffer = buffer
+        return buffer
+
+    def _frame(self, buffer: bytearray, *, fin: bool) -> None:
+        with memoryview(buffer) as view:
+            data = bytes(view[: self._filled])  # the core may keep it: the buffer is reused
+        self._filled = 0
         text = self._type is MessageType.TEXT
 
         def queue(core: Connection) -> None:
