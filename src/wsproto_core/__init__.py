@@ -68,6 +68,12 @@ from .handshake import (
 from .headers import ExtensionOffer, Headers
 from .mask import apply_mask
 from .memory import ConnectionPair
+from .options import (
+    DEFAULT_READ_BUFFER_SIZE,
+    DEFAULT_WRITE_BUFFER_SIZE,
+    DialerOptions,
+    UpgraderOptions,
+)
 from .pool import BufferPool, SharedBufferPool
 from .prepared import PreparedMessage
 from .state import State
@@ -75,6 +81,8 @@ from .uri import WebSocketURI, parse_uri
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
+    "DEFAULT_READ_BUFFER_SIZE",
+    "DEFAULT_WRITE_BUFFER_SIZE",
     "BufferPool",
     "ClientConnection",
     "ClientExtensionFactory",
@@ -87,6 +95,7 @@ __all__ = [
     "Connection",
     "ConnectionPair",
     "ErrorRenderer",
+    "DialerOptions",
     "Event",
     "Extension",
     "ExtensionOffer",
@@ -117,6 +126,7 @@ __all__ = [
     "ServerPerMessageDeflate",
     "SharedBufferPool",
     "State",
+    "UpgraderOptions",
     "WebSocketError",
     "WebSocketURI",
     "accept_key",

@@ -9,6 +9,8 @@ import wsproto_core
 
 PUBLIC = {
     "DEFAULT_MAX_MESSAGE_SIZE",
+    "DEFAULT_READ_BUFFER_SIZE",
+    "DEFAULT_WRITE_BUFFER_SIZE",
     "BufferPool",
     "ClientConnection",
     "ClientExtensionFactory",
@@ -21,6 +23,7 @@ PUBLIC = {
     "Connection",
     "ConnectionPair",
     "ErrorRenderer",
+    "DialerOptions",
     "Event",
     "Extension",
     "ExtensionOffer",
@@ -51,6 +54,7 @@ PUBLIC = {
     "ServerPerMessageDeflate",
     "SharedBufferPool",
     "State",
+    "UpgraderOptions",
     "WebSocketError",
     "WebSocketURI",
     "accept_key",

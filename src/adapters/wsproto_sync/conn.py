@@ -25,6 +25,8 @@ from contextlib import AbstractContextManager, contextmanager, suppress
 from typing import Any
 
 from wsproto_core import (
+    DEFAULT_READ_BUFFER_SIZE,
+    DEFAULT_WRITE_BUFFER_SIZE,
     BufferPool,
     Close,
     CloseCode,
@@ -49,8 +51,6 @@ from ._io import recv, sendall
 
 __all__ = ["Conn", "MessageReader", "MessageWriter", "join_messages"]
 
-DEFAULT_READ_BUFFER_SIZE = 65536
-DEFAULT_WRITE_BUFFER_SIZE = 4096  # gorilla's default
 _CLOSE_FLUSH_WAIT = 1.0  # seconds the reader waits for a writer to send the last Close
 
 PingHandler = Callable[[bytes], None]

@@ -12,81 +12,28 @@ import http.server
 import socket
 import ssl
 import time
-from collections.abc import Sequence
 from contextlib import suppress
 
-from wsproto_core import (
-    DEFAULT_MAX_MESSAGE_SIZE,
-    BufferPool,
-    ErrorRenderer,
-    HandshakeError,
-    HandshakeRequest,
-    OriginCheck,
-    ServerConnection,
-    ServerPerMessageDeflate,
-    plain_text_error,
-    same_origin,
-)
-from wsproto_core.handshake import DEFAULT_MAX_HANDSHAKE_SIZE
+from wsproto_core import HandshakeError, HandshakeRequest, UpgraderOptions
 from wsproto_core.headers import HeadersLike
 
 from ._io import exchange, sendall
-from .conn import DEFAULT_READ_BUFFER_SIZE, DEFAULT_WRITE_BUFFER_SIZE, Conn
+from .conn import Conn
 
 __all__ = ["Upgrader"]
 
 
-class Upgrader:
+class Upgrader(UpgraderOptions):
     """Turns an accepted socket into a :class:`Conn` (gorilla: ``Upgrader``).
 
-    An Upgrader holds options only, so one serves every connection, from any
-    thread.
-
-    Args:
-        handshake_timeout: seconds the client has to send its request
-            (gorilla: ``HandshakeTimeout``); ``None`` waits forever, which
-            lets a slow client hold a thread: keep a limit.
-        read_buffer_size: bytes asked of the socket at once (``ReadBufferSize``).
-        write_buffer_size: frame size of ``next_writer()`` (``WriteBufferSize``).
-        write_buffer_pool: lends writers their buffer only while they write
-            (``WriteBufferPool``); share one ``SharedBufferPool`` between
-            many connections. By default each writer allocates its own.
-        subprotocols: subprotocols spoken, in order of preference (``Subprotocols``).
-        check_origin: the origin policy (``CheckOrigin``). The default refuses
-            browsers on other sites with 403; ``None`` accepts every origin.
-        error: renders the HTTP error responses (``Error``): called with the
-            status, a reason and the request (``None`` if unparsable), it
-            returns ``(headers, body)``; see ``wsproto_core.ErrorRenderer``.
-            The default answers with the reason in plain text.
-        enable_compression: negotiate permessage-deflate (``EnableCompression``).
-        max_message_size: the read limit of new connections (1 MiB; ``None``: none).
-        max_handshake_size: the largest request head accepted.
+    The options are keyword arguments, documented in
+    :class:`~wsproto_core.UpgraderOptions` and shared by every adapter:
+    ``handshake_timeout`` (10 s), ``read_buffer_size``, ``write_buffer_size``,
+    ``write_buffer_pool``, ``subprotocols``, ``check_origin`` (same origin),
+    ``error``, ``enable_compression``, ``max_message_size`` (1 MiB) and
+    ``max_handshake_size``. An Upgrader is immutable, so one serves every
+    connection, from any thread.
     """
-
-    def __init__(
-        self,
-        *,
-        handshake_timeout: float | None = 10.0,
-        read_buffer_size: int = DEFAULT_READ_BUFFER_SIZE,
-        write_buffer_size: int = DEFAULT_WRITE_BUFFER_SIZE,
-        write_buffer_pool: BufferPool | None = None,
-        subprotocols: Sequence[str] = (),
-        check_origin: OriginCheck | None = same_origin,
-        error: ErrorRenderer | None = None,
-        enable_compression: bool = False,
-        max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
-        max_handshake_size: int = DEFAULT_MAX_HANDSHAKE_SIZE,
-    ) -> None:
-        self.handshake_timeout = handshake_timeout
-        self.read_buffer_size = read_buffer_size
-        self.write_buffer_size = write_buffer_size
-        self.write_buffer_pool = write_buffer_pool
-        self.subprotocols = tuple(subprotocols)
-        self.check_origin = check_origin
-        self.error = error
-        self.enable_compression = enable_compression
-        self.max_message_size = max_message_size
-        self.max_handshake_size = max_handshake_size
 
     def upgrade(
         self,
@@ -131,14 +78,7 @@ class Upgrader:
         deadline = None
         if self.handshake_timeout is not None:
             deadline = time.monotonic() + self.handshake_timeout
-        core = ServerConnection(
-            subprotocols=self.subprotocols,
-            extensions=[ServerPerMessageDeflate()] if self.enable_compression else [],
-            check_origin=self.check_origin,
-            max_handshake_size=self.max_handshake_size,
-            max_message_size=self.max_message_size,
-            render_error=self.error or plain_text_error,
-        )
+        core = self.new_connection()
         handler = None
         if isinstance(request, http.server.BaseHTTPRequestHandler):
             handler, sock = request, request.connection
