@@ -144,6 +144,19 @@ class CloseError(WebSocketError):
         self.code = code
         self.text = text
 
+    @property
+    def normal(self) -> bool:
+        """Whether the peer ended the conversation on purpose.
+
+        That is a Close with 1000 (normal closure), 1001 (going away) or no
+        code (1005). Message iterators end quietly on these, and raise on
+        anything else, 1006 (no Close at all) included.
+        """
+        return self.code in _NORMAL_CLOSE_CODES
+
+
+_NORMAL_CLOSE_CODES = frozenset({1000, 1001, 1005})
+
 
 def is_close_error(err: BaseException | None, *codes: int) -> bool:
     """Tell whether ``err`` is a :class:`CloseError` with one of ``codes``.

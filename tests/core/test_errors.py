@@ -53,6 +53,14 @@ def test_close_error() -> None:
 
 
 @pytest.mark.parametrize(
+    ("code", "normal"),
+    [(1000, True), (1001, True), (1005, True), (1006, False), (1011, False), (4000, False)],
+)
+def test_close_error_normal(code: int, normal: bool) -> None:
+    assert CloseError(code).normal is normal
+
+
+@pytest.mark.parametrize(
     ("error", "codes", "expected"),
     [
         (CloseError(1000), (1000, 1001), True),

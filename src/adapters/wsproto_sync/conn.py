@@ -637,9 +637,6 @@ def _role(lock: threading.Lock, doing: str, who: str) -> Iterator[None]:
         lock.release()
 
 
-_NORMAL_CLOSE = (CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY, CloseCode.NO_STATUS_RCVD)
-
-
 class _JoinedReader(io.RawIOBase):
     def __init__(self, conn: Conn, term: bytes) -> None:
         super().__init__()
@@ -660,7 +657,7 @@ class _JoinedReader(io.RawIOBase):
                 try:
                     _, self._reader = self._conn.next_reader()
                 except CloseError as exc:
-                    if exc.code not in _NORMAL_CLOSE:
+                    if not exc.normal:
                         raise
                     self._eof = True
                     return 0
