@@ -76,6 +76,7 @@ from .options import (
 )
 from .pool import BufferPool, SharedBufferPool
 from .prepared import PreparedMessage
+from .proxy import ProxyConnect, ProxyURL, TunnelEstablished, parse_proxy_url
 from .state import State
 from .uri import WebSocketURI, parse_uri
 
@@ -118,6 +119,8 @@ __all__ = [
     "Ping",
     "Pong",
     "PreparedMessage",
+    "ProxyConnect",
+    "ProxyURL",
     "ReadLimitError",
     "RemoteProtocolError",
     "Role",
@@ -127,6 +130,7 @@ __all__ = [
     "SharedBufferPool",
     "State",
     "UpgraderOptions",
+    "TunnelEstablished",
     "WebSocketError",
     "WebSocketURI",
     "accept_key",
@@ -138,6 +142,7 @@ __all__ = [
     "is_websocket_upgrade",
     "parse_close_payload",
     "parse_frame",
+    "parse_proxy_url",
     "parse_uri",
     "plain_text_error",
     "same_origin",

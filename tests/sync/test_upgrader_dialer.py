@@ -7,14 +7,11 @@ of hanging the run. The last part talks to the ``websockets`` package.
 
 from __future__ import annotations
 
-import shutil
 import socket
 import ssl
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -517,22 +514,6 @@ def test_module_dial_uses_the_default_dialer(listener):
 
 
 # -- TLS ----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory) -> tuple[Path, Path]:
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("neither cryptography nor openssl is available")
-    directory = tmp_path_factory.mktemp("tls")
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    args = "req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost"
-    args += " -addext subjectAltName=DNS:localhost"
-    command = [openssl, *args.split(), "-keyout", str(key), "-out", str(cert)]
-    result = subprocess.run(command, capture_output=True, timeout=30, check=False)
-    if result.returncode != 0:
-        pytest.skip(f"openssl failed: {result.stderr.decode(errors='replace')}")
-    return cert, key
 
 
 def test_wss_echo_with_sni(listener, certificate):

@@ -25,7 +25,7 @@ from wsproto_core import (
 )
 
 from .conn import Conn, MessageReader, MessageWriter, join_messages
-from .dialer import Dialer, default_dialer, dial
+from .dialer import Dialer, default_dialer, dial, proxy_from_environment
 from .server import Server, serve
 from .upgrader import Upgrader
 
@@ -55,5 +55,6 @@ __all__ = [
     "is_close_error",
     "is_unexpected_close_error",
     "join_messages",
+    "proxy_from_environment",
     "serve",
 ]

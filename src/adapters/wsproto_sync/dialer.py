@@ -2,74 +2,81 @@
 
 from __future__ import annotations
 
+import http.cookiejar
 import socket
 import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import suppress
+from dataclasses import dataclass
 
+from wsproto_common import CookieSession, ProxyFunc, proxy_from_environment, resolve_proxy
 from wsproto_core import (
-    DEFAULT_MAX_MESSAGE_SIZE,
-    ClientConnection,
-    ClientPerMessageDeflate,
+    DialerOptions,
     HandshakeError,
     HandshakeRejected,
     HandshakeResponse,
+    Headers,
+    ProxyConnect,
+    parse_proxy_url,
     parse_uri,
 )
-from wsproto_core.handshake import DEFAULT_MAX_HANDSHAKE_SIZE
 from wsproto_core.headers import HeadersLike
 
 from ._io import exchange
-from .conn import DEFAULT_READ_BUFFER_SIZE, DEFAULT_WRITE_BUFFER_SIZE, Conn
+from ._proxy import open_tunnel
+from .conn import Conn
 
-__all__ = ["Dialer", "NetDial", "default_dialer", "dial"]
+__all__ = ["Dialer", "NetDial", "ProxyFunc", "default_dialer", "dial", "proxy_from_environment"]
 
 NetDial = Callable[[tuple[str, int], "float | None"], socket.socket]
 """Opens the TCP connection: ``net_dial((host, port), timeout)`` (gorilla: ``NetDial``)."""
 
 
-class Dialer:
+@dataclass(frozen=True, kw_only=True)
+class Dialer(DialerOptions):
     """Connects to WebSocket servers (gorilla: ``Dialer``).
 
-    A Dialer holds options only, so one serves every connection, from any
-    thread.
+    The protocol options are keyword arguments documented in
+    :class:`~wsproto_core.DialerOptions` and shared by every adapter:
+    ``handshake_timeout`` (45 s, for connecting, the proxy tunnel, TLS and
+    the handshake together), ``read_buffer_size``, ``write_buffer_size``,
+    ``write_buffer_pool``, ``subprotocols``, ``enable_compression``,
+    ``max_message_size`` (1 MiB), ``max_handshake_size`` (the proxy's
+    answer's too) and ``max_rejected_body_size``. A Dialer is immutable, so
+    one serves every connection, from any thread.
 
-    Args:
-        handshake_timeout: seconds for connecting, TLS and the handshake
-            together (gorilla: ``HandshakeTimeout``, 45 s by default there too).
-        read_buffer_size: bytes asked of the socket at once.
-        write_buffer_size: frame size of ``next_writer()``.
-        subprotocols: subprotocols to offer, in order of preference.
-        enable_compression: offer permessage-deflate.
-        ssl_context: for ``wss://``; by default one that verifies certificates.
-        net_dial: opens the TCP connection instead of ``socket.create_connection``.
-        max_message_size: the read limit of new connections (1 MiB; ``None``: none).
-        max_handshake_size: the largest response head accepted.
+    Attributes:
+        ssl_context: for ``wss://``; by default one that verifies
+            certificates (gorilla: ``TLSClientConfig``).
+        net_dial: opens the TCP connection, to the server or to the proxy,
+            instead of ``socket.create_connection`` (gorilla: ``NetDial``).
+        proxy: the HTTP proxy to tunnel through with ``CONNECT`` (gorilla:
+            ``Proxy``): by default :func:`proxy_from_environment`, which
+            reads ``http_proxy``, ``https_proxy``, ``all_proxy`` and
+            ``no_proxy`` (as gorilla's ``DefaultDialer`` does; its zero
+            ``Dialer`` connects directly); a URL such as
+            ``"http://user:pass@proxy:3128"`` for every connection; a
+            :data:`ProxyFunc` that returns one (or ``None``) per URL; or
+            ``None`` to always connect directly. Credentials in the URL are
+            sent as Basic authentication, and TLS for ``wss://`` runs
+            through the tunnel.
+        cookie_jar: sends the jar's cookies for the URL with the handshake
+            and stores the ``Set-Cookie`` of the answer, a refusal's too
+            (gorilla: ``Jar``). The cookie policy sees ``ws://`` as
+            ``http://`` and ``wss://`` as ``https://``. A ``Cookie`` header
+            passed to :meth:`dial` replaces the jar's cookies.
     """
 
-    def __init__(
-        self,
-        *,
-        handshake_timeout: float | None = 45.0,
-        read_buffer_size: int = DEFAULT_READ_BUFFER_SIZE,
-        write_buffer_size: int = DEFAULT_WRITE_BUFFER_SIZE,
-        subprotocols: Sequence[str] = (),
-        enable_compression: bool = False,
-        ssl_context: ssl.SSLContext | None = None,
-        net_dial: NetDial | None = None,
-        max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
-        max_handshake_size: int = DEFAULT_MAX_HANDSHAKE_SIZE,
-    ) -> None:
-        self.handshake_timeout = handshake_timeout
-        self.read_buffer_size = read_buffer_size
-        self.write_buffer_size = write_buffer_size
-        self.subprotocols = tuple(subprotocols)
-        self.enable_compression = enable_compression
-        self.ssl_context = ssl_context
-        self.net_dial = net_dial
-        self.max_message_size = max_message_size
-        self.max_handshake_size = max_handshake_size
+    ssl_context: ssl.SSLContext | None = None
+    net_dial: NetDial | None = None
+    proxy: str | ProxyFunc | None = proxy_from_environment
+    cookie_jar: http.cookiejar.CookieJar | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.proxy, str):
+            parse_proxy_url(self.proxy)  # a bad URL fails here, not at the first dial
 
     def dial(self, url: str, headers: HeadersLike = ()) -> tuple[Conn, HandshakeResponse]:
         """Connect to ``url`` (``ws://`` or ``wss://``) and open a WebSocket (gorilla: ``Dial``).
@@ -82,32 +89,54 @@ class Dialer:
             The open connection, and the server's 101 response.
 
         Raises:
-            ValueError: ``url`` is not a WebSocket URI.
-            HandshakeError: the server refused or answered wrongly; for a
-                refusal, ``.response`` has the status, headers and body.
+            ValueError: ``url`` is not a WebSocket URI, or the proxy URL is
+                invalid.
+            HandshakeError: the server, or the proxy, refused or answered
+                wrongly; for a refusal, ``.response`` has the status,
+                headers and body (a proxy's 407 and its
+                ``Proxy-Authenticate`` challenge, say).
             TimeoutError: ``handshake_timeout`` passed.
             OSError: connecting failed (refused, unreachable, TLS errors).
         """
         uri = parse_uri(url)
+        proxy = resolve_proxy(self.proxy, uri)
+        request_headers = Headers(headers)
+        cookies = None if self.cookie_jar is None else CookieSession(self.cookie_jar, uri)
+        if cookies is not None:
+            request_headers = cookies.request_headers(request_headers)
         deadline = None
         if self.handshake_timeout is not None:
             deadline = time.monotonic() + self.handshake_timeout
-        sock = self._connect(uri.host, uri.port, deadline)
+        if proxy is None:
+            sock = self._connect(uri.host, uri.port, deadline)
+        else:
+            sock = self._connect(proxy.host, proxy.port, deadline)
         try:
+            tunnelled = b""  # the target's first bytes, read with the proxy's answer
+            if proxy is not None:
+                sock.setblocking(False)
+                connect = ProxyConnect(
+                    uri.host,
+                    uri.port,
+                    credentials=proxy.credentials,
+                    max_response_size=self.max_handshake_size,
+                )
+                tunnelled = open_tunnel(sock, connect, deadline, self.read_buffer_size, proxy)
             if uri.secure:
+                if tunnelled:
+                    # A TLS server speaks only after the ClientHello, so these
+                    # bytes cannot be the target's TLS.
+                    raise HandshakeError("the proxy sent data before the TLS handshake began")
                 context = self.ssl_context or ssl.create_default_context()
                 sock.settimeout(_remaining(deadline))
                 sock = context.wrap_socket(sock, server_hostname=uri.host)
             sock.setblocking(False)
-            core = ClientConnection(
-                uri,
-                subprotocols=self.subprotocols,
-                extensions=[ClientPerMessageDeflate()] if self.enable_compression else [],
-                extra_headers=headers,
-                max_handshake_size=self.max_handshake_size,
-                max_message_size=self.max_message_size,
-            )
+            core = self.new_connection(uri, request_headers)
+            if tunnelled:
+                core.receive_data(tunnelled)
             event = exchange(sock, core, deadline, self.read_buffer_size)
+            if cookies is not None and isinstance(event, HandshakeResponse | HandshakeRejected):
+                cookies.store(event.headers)
         except BaseException:
             with suppress(OSError):
                 sock.close()
@@ -126,6 +155,7 @@ class Dialer:
             core,
             read_buffer_size=self.read_buffer_size,
             write_buffer_size=self.write_buffer_size,
+            write_buffer_pool=self.write_buffer_pool,
         )
         return conn, event
 
