@@ -52,6 +52,7 @@ from ._io import recv, sendall
 __all__ = ["Conn", "MessageReader", "MessageWriter", "join_messages"]
 
 _CLOSE_FLUSH_WAIT = 1.0  # seconds the reader waits for a writer to send the last Close
+_LINGER = 1.0  # seconds to drain a peer that keeps sending after our last Close
 
 PingHandler = Callable[[bytes], None]
 PongHandler = Callable[[bytes], None]
@@ -248,7 +249,25 @@ class Conn:
             # The last Close should go out before the socket closes, if a
             # stuck writer lets it within a bounded time (gorilla waits 1 s too).
             self._flush(wait=_CLOSE_FLUSH_WAIT)
+            if isinstance(self._read_error, RemoteProtocolError):
+                self._linger()
             self.close()
+
+    def _linger(self) -> None:
+        # Closing a socket with unread input makes TCP send a reset, and the
+        # reset may destroy the Close just sent before the peer reads it: a
+        # peer still sending a message over the read limit would see 1006,
+        # not 1009. So after failing the connection, half-close, then read
+        # and drop what the peer sends until it closes too, for a bounded
+        # time. (After a normal closing handshake the peer sends nothing more.)
+        if self._closed:
+            return
+        with suppress(OSError):
+            self._sock.shutdown(socket.SHUT_WR)
+        deadline = time.monotonic() + _LINGER
+        with suppress(OSError):  # TimeoutError included
+            while recv(self._sock, self._read_size, deadline):
+                pass
 
     # -- writing -----------------------------------------------------------------
 
