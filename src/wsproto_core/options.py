@@ -41,8 +41,10 @@ DEFAULT_WRITE_BUFFER_SIZE = 4096  # gorilla's default
 def _check_sizes(options: UpgraderOptions | DialerOptions) -> None:
     if options.read_buffer_size <= 0 or options.write_buffer_size <= 0:
         raise ValueError("buffer sizes must be positive")
-    if options.handshake_timeout is not None and options.handshake_timeout <= 0:
-        raise ValueError("handshake_timeout must be positive, or None for no limit")
+    for name in ("handshake_timeout", "keepalive_interval", "keepalive_timeout"):
+        value = getattr(options, name)
+        if value is not None and value <= 0:
+            raise ValueError(f"{name} must be positive, or None")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,6 +72,11 @@ class UpgraderOptions:
         max_message_size: the read limit of new connections, in bytes; 1 MiB
             by default (gorilla has none), ``None`` for no limit.
         max_handshake_size: the largest request head accepted, in bytes.
+        keepalive_interval: send a Ping after this many seconds, repeatedly,
+            and fail the connection with 1011 when no Pong answers within
+            ``keepalive_timeout`` (by default the same time). ``None``, the
+            default as in gorilla, sends none.
+        keepalive_timeout: seconds a keepalive Ping waits for its Pong.
     """
 
     handshake_timeout: float | None = 10.0
@@ -82,6 +89,8 @@ class UpgraderOptions:
     enable_compression: bool = False
     max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE
     max_handshake_size: int = DEFAULT_MAX_HANDSHAKE_SIZE
+    keepalive_interval: float | None = None
+    keepalive_timeout: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "subprotocols", tuple(self.subprotocols))
@@ -117,6 +126,8 @@ class DialerOptions:
         max_handshake_size: the largest response head accepted, in bytes.
         max_rejected_body_size: how much of a refusal's body is kept for
             :attr:`HandshakeError.response <wsproto_core.HandshakeError.response>`.
+        keepalive_interval: as for :class:`UpgraderOptions`.
+        keepalive_timeout: as for :class:`UpgraderOptions`.
     """
 
     handshake_timeout: float | None = 45.0
@@ -128,6 +139,8 @@ class DialerOptions:
     max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE
     max_handshake_size: int = DEFAULT_MAX_HANDSHAKE_SIZE
     max_rejected_body_size: int = DEFAULT_MAX_REJECTED_BODY_SIZE
+    keepalive_interval: float | None = None
+    keepalive_timeout: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "subprotocols", tuple(self.subprotocols))

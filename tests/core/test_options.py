@@ -43,6 +43,8 @@ def test_options_are_immutable_and_subprotocols_a_tuple() -> None:
         ("read_buffer_size", 0, "buffer sizes"),
         ("write_buffer_size", -1, "buffer sizes"),
         ("handshake_timeout", 0, "handshake_timeout"),
+        ("keepalive_interval", 0, "keepalive_interval"),
+        ("keepalive_timeout", -1.5, "keepalive_timeout"),
     ],
 )
 def test_nonsense_sizes_are_refused(cls: type, field: str, value: int, message: str) -> None:

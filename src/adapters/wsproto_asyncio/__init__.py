@@ -1,0 +1,65 @@
+"""wsproto_asyncio: gorilla/websocket's Conn, Upgrader and Dialer on asyncio.
+
+The same names, errors and defaults as ``wsproto_sync``; the methods that
+wait are coroutines. Built on asyncio's buffered protocols with flow
+control both ways: writes wait while the transport's buffer is full, and
+reading stops while unread messages pile up. The errors are the core's,
+re-exported so one import is enough.
+"""
+
+from wsproto_common import ProxyFunc, proxy_from_environment
+from wsproto_core import (
+    BufferPool,
+    CloseCode,
+    CloseError,
+    CloseSentError,
+    ConcurrencyError,
+    HandshakeError,
+    LocalProtocolError,
+    MessageType,
+    PreparedMessage,
+    ReadLimitError,
+    RemoteProtocolError,
+    SharedBufferPool,
+    WebSocketError,
+    format_close_message,
+    is_close_error,
+    is_unexpected_close_error,
+)
+
+from .conn import Conn, MessageReader, MessageWriter
+from .dialer import Dialer, NetDial, default_dialer, dial
+from .server import Server, serve
+from .upgrader import HTTPHandler, Upgrader
+
+__all__ = [
+    "BufferPool",
+    "CloseCode",
+    "CloseError",
+    "CloseSentError",
+    "ConcurrencyError",
+    "Conn",
+    "Dialer",
+    "HTTPHandler",
+    "HandshakeError",
+    "LocalProtocolError",
+    "MessageReader",
+    "MessageType",
+    "MessageWriter",
+    "NetDial",
+    "PreparedMessage",
+    "ProxyFunc",
+    "ReadLimitError",
+    "RemoteProtocolError",
+    "Server",
+    "SharedBufferPool",
+    "Upgrader",
+    "WebSocketError",
+    "default_dialer",
+    "dial",
+    "format_close_message",
+    "is_close_error",
+    "is_unexpected_close_error",
+    "proxy_from_environment",
+    "serve",
+]

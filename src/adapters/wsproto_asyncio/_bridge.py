@@ -1,0 +1,243 @@
+"""The asyncio protocol that joins one transport to one core connection.
+
+Invariants:
+
+* Bytes go to the core as soon as the transport delivers them, and the core
+  is asked for events right away, so Pongs, the Close echo and the Close
+  that fails a connection leave at once, whether or not anyone reads.
+* Events wait in a queue for the reader. When it holds ``max_queue``
+  events, the transport stops reading until the reader catches up, so a
+  fast peer and a slow reader cannot make memory grow: the peer's writes
+  wait in TCP instead.
+* Writes never wait inside the bridge: ``write()`` hands whole frames to the
+  transport, and ``drain()`` waits while its buffer is over the high-water
+  mark. A cancelled ``drain()`` leaves no frame half-written.
+* Nothing here decides a protocol question; the core does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from typing import Any
+
+from wsproto_core import (
+    DEFAULT_READ_BUFFER_SIZE,
+    Connection,
+    Event,
+    HandshakeError,
+    Pong,
+    RemoteProtocolError,
+)
+
+__all__ = ["Bridge"]
+
+#: Events the reader may leave queued before reading is paused.
+DEFAULT_MAX_QUEUE = 16
+_LINGER = 1.0  # seconds to drain a peer that keeps sending after we failed the connection
+
+
+class Bridge(asyncio.BufferedProtocol):
+    """Moves bytes between an asyncio transport and a core connection."""
+
+    def __init__(
+        self,
+        core: Connection,
+        *,
+        read_buffer_size: int = DEFAULT_READ_BUFFER_SIZE,
+        max_queue: int = DEFAULT_MAX_QUEUE,
+    ) -> None:
+        self.core = core
+        self.transport: asyncio.Transport | None = None
+        self.events: collections.deque[Event] = collections.deque()
+        #: A peer error met while parsing; raised once the queue is empty.
+        self.error: RemoteProtocolError | HandshakeError | None = None
+        self.max_queue = max_queue
+        self._resume_at = max(0, max_queue // 4)
+        self._buffer = bytearray(read_buffer_size)
+        self._view = memoryview(self._buffer)
+        self._loop = asyncio.get_running_loop()
+        self._waiter: asyncio.Future[None] | None = None
+        self._drain_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._writing_paused = False
+        self._reading_paused = False
+        self._closing = False
+        #: Set when the transport is gone; its result is the error, if any.
+        self.lost: asyncio.Future[BaseException | None] = self._loop.create_future()
+        #: Called with each Pong's payload as it arrives (keepalive).
+        self.on_pong: Any = None
+        #: Called when the connection is made (the server starts a handler).
+        self.on_connect: Any = None
+
+    # -- asyncio.BufferedProtocol ------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.flush()  # a client's handshake request
+        if self.on_connect is not None:
+            self.on_connect(self)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.core.receive_data(bytes(self._view[:nbytes]))
+        self.process()
+
+    def eof_received(self) -> bool:
+        self.core.receive_eof()
+        self.process()
+        return False  # the peer is gone: let the transport close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.core.close_expected():
+            # Ended without a clean close: the core reports it as 1006.
+            self.core.receive_eof()
+            self.process(flush=False)
+        if not self.lost.done():
+            self.lost.set_result(exc)
+        self._wake()
+        while self._drain_waiters:
+            waiter = self._drain_waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        while self._drain_waiters:
+            waiter = self._drain_waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # -- reading -----------------------------------------------------------------
+
+    def process(self, *, flush: bool = True) -> None:
+        """Move the core's events to the queue and send what it queued."""
+        core = self.core
+        events = self.events
+        try:
+            while (event := core.next_event()) is not None:
+                events.append(event)
+                if type(event) is Pong and self.on_pong is not None:
+                    self.on_pong(event.payload)
+        except (RemoteProtocolError, HandshakeError) as exc:
+            self.error = exc
+        if flush:
+            self.flush()
+        if core.close_expected() and not self._closing:
+            self._close_transport()
+        if len(events) >= self.max_queue and not self._reading_paused:
+            self._pause_reading()
+        self._wake()
+
+    def pop(self) -> Event:
+        """Take the first queued event; the queue must not be empty."""
+        event = self.events.popleft()
+        if self._reading_paused and len(self.events) <= self._resume_at:
+            self._resume_reading()
+        return event
+
+    async def next_event(self, deadline: float | None = None) -> Event:
+        """The next event, waiting for it until ``deadline`` (``loop.time()``).
+
+        Raises:
+            RemoteProtocolError, HandshakeError: the peer broke the protocol,
+                after the events before the error were read.
+            TimeoutError: the deadline passed.
+        """
+        events = self.events
+        while not events:
+            if self.error is not None:
+                raise self.error
+            waiter = self._waiter = self._loop.create_future()
+            try:
+                if deadline is None:
+                    await waiter
+                else:
+                    async with asyncio.timeout_at(deadline):
+                        await waiter
+            finally:
+                self._waiter = None
+        return self.pop()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _pause_reading(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        self._reading_paused = False
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    # -- writing -----------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Hand what the core queued to the transport."""
+        data = self.core.data_to_send()
+        if data and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def check_writable(self) -> None:
+        """Raise if the transport is closed: nothing written would arrive."""
+        if self.transport is None or self.transport.is_closing():
+            raise ConnectionResetError("the connection is closed")
+
+    async def drain(self, deadline: float | None = None) -> None:
+        """Wait while the transport's buffer is over its high-water mark."""
+        if not self._writing_paused:
+            return
+        self.check_writable()
+        waiter = self._loop.create_future()
+        self._drain_waiters.append(waiter)
+        if deadline is None:
+            await waiter
+        else:
+            async with asyncio.timeout_at(deadline):
+                await waiter
+        self.check_writable()
+
+    # -- closing -----------------------------------------------------------------
+
+    def _close_transport(self) -> None:
+        # The core says when (RFC 6455 §7.1.1: the server closes first).
+        transport = self.transport
+        if transport is None:
+            return
+        self._closing = True
+        if isinstance(self.error, RemoteProtocolError) and transport.can_write_eof():
+            # Closing with unread input makes TCP send a reset, which may
+            # destroy the Close just sent before the peer reads it. So after
+            # failing the connection, half-close and keep reading (the core
+            # drops the input) until the peer closes, for a bounded time.
+            if self._reading_paused:
+                self._resume_reading()
+            transport.write_eof()
+            self._loop.call_later(_LINGER, transport.close)
+        else:
+            transport.close()
+
+    def abort(self) -> None:
+        """Drop the connection at once, unsent bytes included."""
+        if self.transport is not None:
+            self.transport.abort()
+
+    async def close(self, timeout: float) -> None:
+        """Close the transport after sending what it holds; abort after ``timeout``."""
+        if self.transport is None:
+            return
+        self.transport.close()
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(self.lost)
+        except TimeoutError:
+            self.transport.abort()

@@ -1,0 +1,184 @@
+"""Upgrader: the server side of the opening handshake on asyncio (gorilla: ``Upgrader``).
+
+The core checks the request and writes the response; the Upgrader only
+connects a transport to it and waits, within the handshake timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import socket
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from wsproto_core import (
+    HandshakeError,
+    HandshakeRequest,
+    HTTPRequest,
+    ServerConnection,
+    UpgraderOptions,
+)
+from wsproto_core.headers import HeadersLike
+
+from ._bridge import Bridge
+from .conn import Conn
+
+__all__ = ["HTTPHandler", "Upgrader"]
+
+HTTPResponse = tuple[int, HeadersLike, bytes]
+HTTPHandler = Callable[[HTTPRequest], "HTTPResponse | Awaitable[HTTPResponse]"]
+"""Answers a plain HTTP request on a WebSocket port: ``(status, headers, body)``.
+
+A health check, say: ``lambda request: (200, [("Content-Type", "text/plain")], b"ok")``.
+It may be a coroutine function.
+"""
+
+Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Upgrader(UpgraderOptions):
+    """Turns accepted connections into :class:`Conn` objects (gorilla: ``Upgrader``).
+
+    The options are keyword arguments, documented in
+    :class:`~wsproto_core.UpgraderOptions` and shared by every adapter:
+    ``handshake_timeout`` (10 s), ``read_buffer_size``, ``write_buffer_size``,
+    ``write_buffer_pool``, ``subprotocols``, ``check_origin`` (same origin),
+    ``error``, ``enable_compression``, ``max_message_size`` (1 MiB),
+    ``max_handshake_size``, ``keepalive_interval`` and ``keepalive_timeout``.
+    One more is asyncio's own:
+
+    Attributes:
+        max_queue: messages (and control frames) read ahead of the
+            application before the connection stops reading from the
+            network, so a fast peer cannot fill memory.
+    """
+
+    max_queue: int = 16
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.max_queue < 1:
+            raise ValueError("max_queue must be at least 1")
+
+    async def upgrade(
+        self,
+        connection: socket.socket | Streams,
+        response_headers: HeadersLike = (),
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> Conn:
+        """Answer a handshake request and open the connection (gorilla: ``Upgrade``).
+
+        Args:
+            connection: a freshly accepted socket, which the Upgrader owns
+                from now on; or the ``(reader, writer)`` pair that
+                ``asyncio.start_server`` gave a handler, whose transport it
+                takes over (nothing may have been read from the reader).
+            response_headers: more headers for the 101 response (``Set-Cookie``...).
+            ssl_context: for a socket, the server's TLS context, if any.
+
+        Returns:
+            The open connection.
+
+        Raises:
+            HandshakeError: the request was not a valid WebSocket handshake
+                (a plain HTTP request gets 426); the HTTP error response was
+                sent and the connection closed.
+            TimeoutError: the request did not arrive within ``handshake_timeout``.
+            OSError: the connection failed.
+        """
+        loop = asyncio.get_running_loop()
+        bridge = self.new_bridge()
+        if isinstance(connection, socket.socket):
+            try:
+                await loop.connect_accepted_socket(lambda: bridge, connection, ssl=ssl_context)
+            except BaseException:
+                connection.close()
+                raise
+        else:
+            _take_over(connection, bridge)
+        return await self.handshake(bridge, response_headers)
+
+    def new_bridge(self) -> Bridge:
+        """The protocol object of a new server connection (for ``serve()`` and ``upgrade()``)."""
+        return Bridge(
+            self.new_connection(),
+            read_buffer_size=self.read_buffer_size,
+            max_queue=self.max_queue,
+        )
+
+    async def handshake(
+        self,
+        bridge: Bridge,
+        response_headers: HeadersLike = (),
+        http_handler: HTTPHandler | None = None,
+    ) -> Conn:
+        """Wait for the request on a connected bridge and answer it.
+
+        Plain HTTP requests go to ``http_handler``, or get 426; either way
+        the connection then closes and :class:`HandshakeError` is raised.
+        """
+        core = bridge.core
+        assert isinstance(core, ServerConnection)
+        try:
+            async with asyncio.timeout(self.handshake_timeout):
+                event = await bridge.next_event()
+                if not isinstance(event, HandshakeRequest):
+                    assert isinstance(event, HTTPRequest)
+                    status = await _answer_http(core, event, http_handler)
+                    raise HandshakeError(
+                        f"not a WebSocket handshake request: {event.method} {event.target}",
+                        status_code=status,
+                    )
+                core.accept(extra_headers=response_headers)
+        except HandshakeError:
+            bridge.flush()  # the error response, if the core wrote one
+            await bridge.close(1.0)
+            raise
+        except BaseException:
+            bridge.abort()
+            raise
+        bridge.flush()
+        bridge.process()  # frames that came with the request
+        return Conn(
+            bridge,
+            write_buffer_size=self.write_buffer_size,
+            write_buffer_pool=self.write_buffer_pool,
+            keepalive_interval=self.keepalive_interval,
+            keepalive_timeout=self.keepalive_timeout,
+        )
+
+
+async def _answer_http(
+    core: ServerConnection, request: HTTPRequest, http_handler: HTTPHandler | None
+) -> int:
+    if http_handler is None:
+        core.reject()
+        return 426  # Upgrade Required
+    answer = http_handler(request)
+    if inspect.isawaitable(answer):
+        answer = await answer
+    status, headers, body = answer
+    core.reject(status, headers, body)
+    return status
+
+
+def _take_over(streams: Streams, bridge: Bridge) -> None:
+    """Move a stream pair's transport to ``bridge``, with what it read already."""
+    reader, writer = streams
+    transport = writer.transport
+    # The streams API has no public way to take back buffered bytes; the
+    # reader's buffer has been a bytearray named _buffer since Python 3.4.
+    buffered: bytearray = getattr(reader, "_buffer", bytearray())
+    pending = bytes(buffered)
+    buffered.clear()
+    transport.set_protocol(bridge)
+    bridge.connection_made(transport)
+    if pending:
+        bridge.core.receive_data(pending)
+        bridge.process()
+    if isinstance(transport, asyncio.ReadTransport) and not transport.is_reading():
+        transport.resume_reading()  # the stream paused it when its buffer was full
