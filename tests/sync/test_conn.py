@@ -1284,3 +1284,50 @@ def test_join_messages_as_lines_of_text(pair: tuple[Conn, Conn]) -> None:
     server.write_control(MessageType.CLOSE, format_close_message(1001))
     lines = io.TextIOWrapper(join_messages(client, b"\n"), encoding="utf-8")
     assert [line.rstrip("\n") for line in lines] == ["first", "second"]
+
+
+# -- keepalive ---------------------------------------------------------------------
+
+
+def test_keepalive_measures_latency_while_both_sides_read(sockets):
+    a, b = sockets
+    client = Conn(a, Connection(Role.CLIENT), keepalive_interval=0.05)
+    server = Conn(b, Connection(Role.SERVER))
+    guard_reads(client, server)
+    pongs: list[bytes] = []
+    client.set_pong_handler(pongs.append)  # a handler of one's own still sees them
+    server_reads = Background(lambda: read_until_error(server))
+    client_reads = Background(lambda: read_until_error(client))
+    deadline = time.monotonic() + TIMEOUT
+    while len(pongs) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(pongs) >= 3
+    assert client.latency is not None
+    assert 0 <= client.latency < TIMEOUT
+    assert [struct.unpack("!I", p)[0] for p in pongs[:3]] == [1, 2, 3]
+    client.close_gracefully(timeout=TIMEOUT)
+    assert isinstance(client_reads.result(), CloseError)
+    assert isinstance(server_reads.result(), CloseError)
+    server.close()
+
+
+def test_keepalive_fails_a_connection_whose_peer_never_answers(sockets):
+    a, b = sockets
+    peer = RawPeer(b, client=False)
+    conn = Conn(a, Connection(Role.CLIENT), keepalive_interval=0.05, keepalive_timeout=0.1)
+    guard_reads(conn)
+    started = time.monotonic()
+    error = read_until_error(conn)
+    assert isinstance(error, CloseError)
+    assert error.code == CloseCode.ABNORMAL_CLOSURE  # no Close came back
+    assert time.monotonic() - started < TIMEOUT
+    ping, _ = peer.frame()
+    assert (ping.opcode, ping.payload) == (Opcode.PING, struct.pack("!I", 1))
+    assert peer.close_frame() == (CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+    assert conn.latency is None
+
+
+def test_keepalive_interval_must_be_positive(sockets):
+    a, _ = sockets
+    with pytest.raises(ValueError, match="keepalive_interval"):
+        Conn(a, Connection(Role.CLIENT), keepalive_interval=0)

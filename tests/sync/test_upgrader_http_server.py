@@ -27,6 +27,7 @@ from wsproto_core import (
     MessageType,
     Opcode,
     SharedBufferPool,
+    format_close_message,
     serialize_frame,
 )
 from wsproto_sync import Conn, Dialer, HandshakeError, Upgrader
@@ -109,6 +110,15 @@ def echo_route(upgrader: Upgrader, done: list[Any] | None = None) -> Route:
                     done.append(exc.code)
 
     return route
+
+
+def read_until_close(conn: Conn) -> int:
+    """Read and drop messages until the connection closes; return the close code."""
+    while True:
+        try:
+            conn.read_message()
+        except CloseError as exc:
+            return exc.code
 
 
 def raw_request(port: int, data: bytes) -> bytes:
@@ -312,3 +322,31 @@ def test_upgrader_lends_writers_buffers_from_its_pool(listener):
         conn.close_gracefully(timeout=TIMEOUT)
     assert isinstance(server.error(), CloseError)
     assert [len(buffer) for buffer in pool._idle] == [512]
+
+
+# -- options passed on to the connections ---------------------------------------------
+
+
+def test_upgrader_and_dialer_pass_keepalive_on(listener):
+    upgrader = Upgrader(keepalive_interval=0.05)
+
+    def run() -> float | None:
+        sock, _ = listener.accept()
+        with guard(upgrader.upgrade(sock)) as conn:
+            conn.write_message(*conn.read_message())
+            read_until_close(conn)  # sees the client's Pongs until it closes
+            return conn.latency
+
+    server = Background(run)
+    dialer = Dialer(handshake_timeout=TIMEOUT, keepalive_interval=0.05)
+    conn, _ = dialer.dial(f"ws://127.0.0.1:{listener.getsockname()[1]}/")
+    with guard(conn):
+        conn.write_message(MessageType.TEXT, "hi")
+        assert conn.read_message() == (MessageType.TEXT, "hi")
+        # Pongs are seen, and sent, by reads: keep reading while time passes.
+        reads = Background(lambda: read_until_close(conn))
+        time.sleep(0.3)
+        conn.write_control(MessageType.CLOSE, format_close_message(CloseCode.NORMAL_CLOSURE))
+        reads.result()
+        assert conn.latency is not None
+    assert server.result() is not None

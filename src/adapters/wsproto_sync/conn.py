@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import json
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -45,6 +46,7 @@ from wsproto_core import (
     PreparedMessage,
     RemoteProtocolError,
     WebSocketError,
+    format_close_message,
 )
 
 from ._io import recv, sendall
@@ -82,6 +84,13 @@ class Conn:
         write_buffer_pool: where writers take their buffer from and give it
             back to when the message is done (gorilla: ``WriteBufferPool``);
             by default each writer allocates its own.
+        keepalive_interval: send a Ping this often, from a thread of the
+            Conn's own, and fail the connection with 1011 when no Pong
+            answers within ``keepalive_timeout`` (default: the interval).
+            Pongs are seen by the read methods, so keep a thread reading,
+            as gorilla requires for control frames. :attr:`latency` holds
+            the last round trip.
+        keepalive_timeout: seconds a keepalive Ping waits for its Pong.
     """
 
     def __init__(
@@ -92,9 +101,13 @@ class Conn:
         read_buffer_size: int = DEFAULT_READ_BUFFER_SIZE,
         write_buffer_size: int = DEFAULT_WRITE_BUFFER_SIZE,
         write_buffer_pool: BufferPool | None = None,
+        keepalive_interval: float | None = None,
+        keepalive_timeout: float | None = None,
     ) -> None:
         if read_buffer_size <= 0 or write_buffer_size <= 0:
             raise ValueError("buffer sizes must be positive")
+        if keepalive_interval is not None and keepalive_interval <= 0:
+            raise ValueError("keepalive_interval must be positive")
         self._sock = sock
         self._proto = protocol
         self._read_size = read_buffer_size
@@ -116,6 +129,18 @@ class Conn:
         self.local_addr = sock.getsockname()
         self.remote_addr = sock.getpeername()
         sock.setblocking(False)
+        #: Seconds between the last keepalive Ping and its Pong, once measured.
+        self.latency: float | None = None
+        self._stopped = threading.Event()
+        self._pings: dict[bytes, tuple[float, threading.Event]] = {}
+        if keepalive_interval is not None:
+            timeout = keepalive_interval if keepalive_timeout is None else keepalive_timeout
+            threading.Thread(
+                target=self._keep_alive,
+                args=(keepalive_interval, timeout),
+                name=f"wsproto keepalive {self.remote_addr!r}",
+                daemon=True,
+            ).start()
 
     # -- properties --------------------------------------------------------------
 
@@ -197,6 +222,8 @@ class Conn:
                 if self._ping_handler is not None:
                     self._ping_handler(event.payload)
             elif isinstance(event, Pong):
+                if self._pings:
+                    self._pong_arrived(event.payload)
                 if self._pong_handler is not None:
                     self._pong_handler(event.payload)
             elif isinstance(event, Close):
@@ -446,6 +473,47 @@ class Conn:
         """The close handler, or ``None`` (gorilla: ``CloseHandler``)."""
         return self._close_handler
 
+    # -- keepalive ---------------------------------------------------------------
+
+    def _keep_alive(self, interval: float, timeout: float) -> None:
+        count = 0
+        while not self._stopped.wait(interval):
+            count += 1
+            payload = struct.pack("!I", count & 0xFFFFFFFF)
+            answered = threading.Event()
+            sent_at = time.monotonic()
+            self._pings[payload] = (sent_at, answered)
+            try:
+                self.write_control(MessageType.PING, payload, sent_at + timeout)
+                remaining = sent_at + timeout - time.monotonic()
+                if not answered.wait(max(0.0, remaining)) and not self._stopped.is_set():
+                    self._fail_keepalive()
+                    return
+            except TimeoutError:
+                self._fail_keepalive()
+                return
+            except (WebSocketError, OSError):
+                return  # closing or closed: nothing to keep alive
+            finally:
+                self._pings.pop(payload, None)
+
+    def _pong_arrived(self, payload: bytes) -> None:
+        entry = self._pings.get(payload)
+        if entry is not None and not entry[1].is_set():
+            self.latency = time.monotonic() - entry[0]
+            entry[1].set()
+
+    def _fail_keepalive(self) -> None:
+        # No Pong in time: the peer or the path is gone. Say why, then drop
+        # the connection; the reader gets 1006, since no Close will come back.
+        with suppress(WebSocketError, OSError):
+            self.write_control(
+                MessageType.CLOSE,
+                format_close_message(CloseCode.INTERNAL_ERROR, "keepalive ping timeout"),
+                time.monotonic() + _CLOSE_FLUSH_WAIT,
+            )
+        self.close()
+
     # -- closing -----------------------------------------------------------------
 
     def close(self) -> None:
@@ -457,6 +525,7 @@ class Conn:
         if self._closed:
             return
         self._closed = True
+        self._stopped.set()
         with suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)  # wakes a thread waiting on the socket
         self._sock.close()

@@ -43,8 +43,9 @@ class Dialer(DialerOptions):
     the handshake together), ``read_buffer_size``, ``write_buffer_size``,
     ``write_buffer_pool``, ``subprotocols``, ``enable_compression``,
     ``max_message_size`` (1 MiB), ``max_handshake_size`` (the proxy's
-    answer's too) and ``max_rejected_body_size``. A Dialer is immutable, so
-    one serves every connection, from any thread.
+    answer's too), ``max_rejected_body_size``, ``keepalive_interval`` and
+    ``keepalive_timeout``. A Dialer is immutable, so one serves every
+    connection, from any thread.
 
     Attributes:
         ssl_context: for ``wss://``; by default one that verifies
@@ -156,6 +157,8 @@ class Dialer(DialerOptions):
             read_buffer_size=self.read_buffer_size,
             write_buffer_size=self.write_buffer_size,
             write_buffer_pool=self.write_buffer_pool,
+            keepalive_interval=self.keepalive_interval,
+            keepalive_timeout=self.keepalive_timeout,
         )
         return conn, event
 

@@ -30,9 +30,9 @@ class Upgrader(UpgraderOptions):
     :class:`~wsproto_core.UpgraderOptions` and shared by every adapter:
     ``handshake_timeout`` (10 s), ``read_buffer_size``, ``write_buffer_size``,
     ``write_buffer_pool``, ``subprotocols``, ``check_origin`` (same origin),
-    ``error``, ``enable_compression``, ``max_message_size`` (1 MiB) and
-    ``max_handshake_size``. An Upgrader is immutable, so one serves every
-    connection, from any thread.
+    ``error``, ``enable_compression``, ``max_message_size`` (1 MiB),
+    ``max_handshake_size``, ``keepalive_interval`` and ``keepalive_timeout``.
+    An Upgrader is immutable, so one serves every connection, from any thread.
     """
 
     def upgrade(
@@ -115,6 +115,8 @@ class Upgrader(UpgraderOptions):
             read_buffer_size=self.read_buffer_size,
             write_buffer_size=self.write_buffer_size,
             write_buffer_pool=self.write_buffer_pool,
+            keepalive_interval=self.keepalive_interval,
+            keepalive_timeout=self.keepalive_timeout,
         )
 
 
