@@ -16,6 +16,7 @@ from wsproto_sync import (
     CloseError,
     Conn,
     Dialer,
+    HTTPRequest,
     MessageType,
     Server,
     Upgrader,
@@ -97,6 +98,55 @@ def test_plain_http_gets_426_and_the_server_carries_on() -> None:
         client.write_message(MessageType.BINARY, b"still here")
         assert client.read_message() == (MessageType.BINARY, b"still here")
         client.close()
+
+
+def http_get(server: Server, target: str) -> bytes:
+    with socket.create_connection(server.address[:2], timeout=5) as raw:
+        raw.sendall(f"GET {target} HTTP/1.1\r\nHost: example\r\n\r\n".encode())
+        response = b""
+        while chunk := raw.recv(4096):
+            response += chunk
+    return response
+
+
+def test_http_handler_answers_plain_requests_on_the_same_port() -> None:
+    seen: list[tuple[str, str]] = []
+
+    def health(request: HTTPRequest) -> tuple[int, list[tuple[str, str]], bytes | None]:
+        seen.append((request.method, request.target))
+        if request.target == "/health":
+            return 200, [("Content-Type", "text/plain")], b"ok\n"
+        return 404, [], None  # rendered by the Upgrader's error hook
+
+    server = serve(echo, http_handler=health)
+    with running(server):
+        response = http_get(server, "/health")
+        assert response.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert response.endswith(b"\r\n\r\nok\n")
+        assert http_get(server, "/nope").endswith(
+            b"404 Not Found: the server refused the request\n"
+        )
+        client = dial(server)  # WebSocket requests still get through
+        client.write_message(MessageType.TEXT, "ws")
+        assert client.read_message() == (MessageType.TEXT, "ws")
+        client.close()
+    assert seen == [("GET", "/health"), ("GET", "/nope")]
+
+
+def test_a_failing_http_handler_is_logged_and_the_server_carries_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def broken(request: HTTPRequest) -> tuple[int, list[tuple[str, str]], bytes]:
+        raise RuntimeError("http handler bug")
+
+    server = serve(echo, http_handler=broken)
+    with caplog.at_level(logging.ERROR, logger="wsproto_sync.server"), running(server):
+        assert http_get(server, "/health") == b""  # closed without an answer
+        client = dial(server)
+        client.write_message(MessageType.TEXT, "ws")
+        assert client.read_message() == (MessageType.TEXT, "ws")
+        client.close()
+    assert any("HTTP handler failed" in record.getMessage() for record in caplog.records)
 
 
 def test_a_failing_handler_is_logged_and_the_server_carries_on(

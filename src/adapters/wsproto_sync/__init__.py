@@ -12,6 +12,7 @@ from wsproto_core import (
     CloseSentError,
     ConcurrencyError,
     HandshakeError,
+    HTTPRequest,
     LocalProtocolError,
     MessageType,
     PreparedMessage,
@@ -27,7 +28,7 @@ from wsproto_core import (
 from .conn import Conn, MessageReader, MessageWriter, join_messages
 from .dialer import Dialer, default_dialer, dial, proxy_from_environment
 from .server import Server, serve
-from .upgrader import Upgrader
+from .upgrader import HTTPHandler, Upgrader
 
 __all__ = [
     "BufferPool",
@@ -37,6 +38,8 @@ __all__ = [
     "ConcurrencyError",
     "Conn",
     "Dialer",
+    "HTTPHandler",
+    "HTTPRequest",
     "HandshakeError",
     "LocalProtocolError",
     "MessageReader",

@@ -21,7 +21,7 @@ from wsproto_core import CloseCode, HandshakeError, MessageType, WebSocketError
 from wsproto_core.frames import format_close_message
 
 from .conn import Conn
-from .upgrader import Upgrader
+from .upgrader import HTTPHandler, Upgrader
 
 __all__ = ["Server", "serve"]
 
@@ -44,10 +44,12 @@ class Server:
         sock: socket.socket,
         upgrader: Upgrader,
         shutdown_timeout: float,
+        http_handler: HTTPHandler | None = None,
     ) -> None:
         self.handler = handler
         self.socket = sock
         self.upgrader = upgrader
+        self.http_handler = http_handler
         self.shutdown_timeout = shutdown_timeout
         self._lock = threading.Lock()
         self._conns: set[Conn] = set()
@@ -90,12 +92,15 @@ class Server:
     def _run(self, sock: socket.socket) -> None:
         try:
             try:
-                conn = self.upgrader.upgrade(sock)
+                conn = self.upgrader.upgrade(sock, http_handler=self.http_handler)
             except HandshakeError as exc:
                 logger.info("refused a handshake: %s", exc)
                 return
             except (OSError, TimeoutError) as exc:
                 logger.info("handshake failed: %r", exc)
+                return
+            except Exception:
+                logger.exception("the HTTP handler failed")
                 return
             with self._lock:
                 stopping = self._stopping.is_set()
@@ -167,6 +172,7 @@ def serve(
     port: int = 0,
     *,
     upgrader: Upgrader | None = None,
+    http_handler: HTTPHandler | None = None,
     backlog: int = 128,
     shutdown_timeout: float = 5.0,
 ) -> Server:
@@ -175,8 +181,8 @@ def serve(
     Each connection is upgraded (with ``upgrader``'s options, or the
     defaults: same-origin check, 10 s handshake timeout, 1 MiB read limit)
     in a thread of its own, which then runs the handler and closes the
-    connection when it returns. A plain HTTP request gets 426 and the
-    server carries on. Example::
+    connection when it returns. A plain HTTP request goes to
+    ``http_handler`` (a health check, say) or gets 426. Example::
 
         def echo(conn: Conn) -> None:
             while True:
@@ -190,9 +196,10 @@ def serve(
         host: the address to listen on (``None``: all interfaces).
         port: the port, 0 for any free one (see ``server.address``).
         upgrader: handshake options.
+        http_handler: answers plain HTTP requests: ``(status, headers, body)``.
         backlog: the listen backlog.
         shutdown_timeout: seconds handlers get to finish on shutdown.
     """
     sock = socket.create_server((host or "", port), backlog=backlog)
     sock.setblocking(False)
-    return Server(handler, sock, upgrader or Upgrader(), shutdown_timeout)
+    return Server(handler, sock, upgrader or Upgrader(), shutdown_timeout, http_handler)

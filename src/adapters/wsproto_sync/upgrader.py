@@ -12,15 +12,24 @@ import http.server
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from contextlib import suppress
 
-from wsproto_core import HandshakeError, HandshakeRequest, UpgraderOptions
+from wsproto_core import HandshakeError, HandshakeRequest, HTTPRequest, UpgraderOptions
 from wsproto_core.headers import HeadersLike
 
 from ._io import exchange, sendall
 from .conn import Conn
 
-__all__ = ["Upgrader"]
+__all__ = ["HTTPHandler", "Upgrader"]
+
+HTTPResponse = tuple[int, HeadersLike, "bytes | None"]
+HTTPHandler = Callable[[HTTPRequest], HTTPResponse]
+"""Answers a plain HTTP request on a WebSocket port: ``(status, headers, body)``.
+
+A health check, say: ``lambda request: (200, [("Content-Type", "text/plain")], b"ok")``.
+A body of ``None`` is rendered by the Upgrader's ``error`` hook.
+"""
 
 
 class Upgrader(UpgraderOptions):
@@ -39,6 +48,8 @@ class Upgrader(UpgraderOptions):
         self,
         request: socket.socket | http.server.BaseHTTPRequestHandler,
         response_headers: HeadersLike = (),
+        *,
+        http_handler: HTTPHandler | None = None,
     ) -> Conn:
         """Answer a handshake request and open the connection (gorilla: ``Upgrade``).
 
@@ -64,6 +75,9 @@ class Upgrader(UpgraderOptions):
         Args:
             request: the socket or the handler.
             response_headers: more headers for the 101 response (``Set-Cookie``...).
+            http_handler: answers a plain HTTP request (a health check, say)
+                with ``(status, headers, body)``; without it, such a request
+                gets 426. Either way ``HandshakeError`` follows.
 
         Returns:
             The open connection.
@@ -91,9 +105,14 @@ class Upgrader(UpgraderOptions):
                 core.receive_data(_hijack(handler))
             event = exchange(sock, core, deadline, self.read_buffer_size)
             if not isinstance(event, HandshakeRequest):
-                core.reject()  # a plain HTTP request: 426 Upgrade Required
+                assert isinstance(event, HTTPRequest)
+                answer = (426, (), None) if http_handler is None else http_handler(event)
+                core.reject(*answer)  # 426 Upgrade Required by default
                 sendall(sock, core.data_to_send(), deadline)
-                raise HandshakeError("not a WebSocket handshake request", status_code=426)
+                raise HandshakeError(
+                    f"not a WebSocket handshake request: {event.method} {event.target}",
+                    status_code=answer[0],
+                )
             core.accept(extra_headers=response_headers)
             sendall(sock, core.data_to_send(), deadline)
         except HandshakeError as exc:
