@@ -8,9 +8,11 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
+import wsproto_asyncio
 import wsproto_sync
 from wsproto_core import HandshakeRequest, Message, ServerConnection
 
@@ -99,9 +101,22 @@ def test_sync_guide_examples_run(capsys: pytest.CaptureFixture[str]) -> None:
     assert '"GET /ws HTTP/1.1" 101' in printed.err  # http.server's access log
 
 
-def test_sync_guide_names_every_public_name() -> None:
-    text = (DOCS / "sync.md").read_text()
-    missing = [name for name in wsproto_sync.__all__ if f"`{name}" not in text]
+def test_asyncio_guide_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    blocks = python_blocks(DOCS / "asyncio.md")
+    runnable = [block for block in blocks if "doctest: +SKIP" not in block]
+    assert len(runnable) == 1
+    exec(compile(runnable[0], "docs/asyncio.md", "exec"), {})
+    assert capsys.readouterr().out == "(<MessageType.TEXT: 1>, 'hello')\n"
+
+
+@pytest.mark.parametrize(
+    ("guide", "module"), [("sync.md", wsproto_sync), ("asyncio.md", wsproto_asyncio)]
+)
+def test_guides_name_every_public_name(guide: str, module: ModuleType) -> None:
+    text = (DOCS / guide).read_text()
+    if module is wsproto_asyncio:  # it refers to the sync guide for what they share
+        text += (DOCS / "sync.md").read_text()
+    missing = [name for name in module.__all__ if f"`{name}" not in text]
     assert missing == []
 
 
