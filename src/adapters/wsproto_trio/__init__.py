@@ -1,0 +1,68 @@
+"""wsproto_trio: gorilla/websocket's Conn, Upgrader and Dialer on trio.
+
+The same names, errors and defaults as ``wsproto_sync`` and
+``wsproto_asyncio``, in trio's manners: built on ``trio.abc.Stream`` (TLS
+through ``trio.SSLStream``), no background tasks, cancel scopes around any
+call, ``serve()`` for ``nursery.start``, and connections that are async
+context managers. The errors are the core's, re-exported so one import is
+enough.
+"""
+
+from wsproto_common import ProxyFunc, proxy_from_environment
+from wsproto_core import (
+    BufferPool,
+    CloseCode,
+    CloseError,
+    CloseSentError,
+    ConcurrencyError,
+    HandshakeError,
+    HTTPRequest,
+    LocalProtocolError,
+    MessageType,
+    PreparedMessage,
+    ReadLimitError,
+    RemoteProtocolError,
+    SharedBufferPool,
+    WebSocketError,
+    format_close_message,
+    is_close_error,
+    is_unexpected_close_error,
+)
+
+from .conn import Conn, MessageReader, MessageWriter
+from .dialer import Dialer, NetDial, default_dialer, dial
+from .server import Server, serve
+from .upgrader import HTTPHandler, Upgrader
+
+__all__ = [
+    "BufferPool",
+    "CloseCode",
+    "CloseError",
+    "CloseSentError",
+    "ConcurrencyError",
+    "Conn",
+    "Dialer",
+    "HTTPHandler",
+    "HTTPRequest",
+    "HandshakeError",
+    "LocalProtocolError",
+    "MessageReader",
+    "MessageType",
+    "MessageWriter",
+    "NetDial",
+    "PreparedMessage",
+    "ProxyFunc",
+    "ReadLimitError",
+    "RemoteProtocolError",
+    "Server",
+    "SharedBufferPool",
+    "Upgrader",
+    "WebSocketError",
+    "default_dialer",
+    "dial",
+    "format_close_message",
+    "is_close_error",
+    "is_unexpected_close_error",
+    "proxy_from_environment",
+    "serve",
+]

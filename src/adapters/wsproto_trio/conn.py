@@ -1,0 +1,761 @@
+"""Conn: one WebSocket connection on a trio stream (gorilla: ``Conn``).
+
+The same contract as ``wsproto_sync.Conn`` and ``wsproto_asyncio.Conn``, in
+trio's manners. Invariants:
+
+* There is no background task: the reading task parses input as it reads
+  it, as gorilla and ``wsproto_sync`` do, so nothing outlives the caller's
+  nursery. Pongs, the Close echo and keepalive Pings leave while a task
+  reads: keep one reading.
+* One lock orders what goes to the stream, so frames never interleave. The
+  reading task never waits long for a busy writer: what it must send goes
+  out right after the writer's frame.
+* Cancelling a read loses nothing (trio's ``receive_some`` guarantees it),
+  so the connection stays usable. Cancelling a write that had started
+  sending may leave a frame cut in half, so the connection then fails
+  cleanly: the stream is closed and reads raise ``CloseError`` 1006.
+* Errors on the read side are permanent (gorilla's rule).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import trio
+
+from wsproto_core import (
+    DEFAULT_READ_BUFFER_SIZE,
+    DEFAULT_WRITE_BUFFER_SIZE,
+    BufferPool,
+    Close,
+    CloseCode,
+    CloseError,
+    ConcurrencyError,
+    Connection,
+    Event,
+    LocalProtocolError,
+    Message,
+    MessageData,
+    MessageEnd,
+    MessageStart,
+    MessageType,
+    Ping,
+    Pong,
+    PreparedMessage,
+    RemoteProtocolError,
+    WebSocketError,
+    format_close_message,
+)
+
+__all__ = ["Conn", "MessageReader", "MessageWriter"]
+
+PingHandler = Callable[[bytes], None]
+PongHandler = Callable[[bytes], None]
+CloseHandler = Callable[[int, str], None]
+
+_CONTROL = {MessageType.PING, MessageType.PONG, MessageType.CLOSE}
+_CLOSE_FLUSH_WAIT = 1.0  # seconds the reader waits for a writer to send the last Close
+_LINGER = 1.0  # seconds to drain a peer that keeps sending after we failed the connection
+_STREAM_GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
+
+
+class Conn:
+    """A WebSocket connection on a trio stream (gorilla: ``Conn``).
+
+    Get one from an ``Upgrader``, a ``Dialer`` or ``serve()``; it is an
+    async context manager that closes the connection.
+
+    **Concurrency:** one task may read (``read_message``, ``next_reader``
+    and its reader, ``read_json``, ``async for``) and one may write
+    (``write_message``, ``next_writer``, ``write_json``,
+    ``write_prepared_message``) at a time; a second one raises
+    :class:`~wsproto_core.ConcurrencyError`. ``write_control()``,
+    ``aclose()`` and the setters may be used by any task. Closing from
+    another task wakes a blocked reader with ``CloseError`` 1006.
+
+    **Deadlines:** trio's cancel scopes (``trio.move_on_after``,
+    ``trio.fail_after``) work around any call. :meth:`set_read_deadline`
+    and :meth:`set_write_deadline` are gorilla's, in ``trio.current_time()``,
+    and permanent once they pass.
+
+    **Keepalive:** with ``keepalive_interval`` set, a read that has waited
+    that long sends a Ping, and the connection fails with 1011 if no Pong
+    answers within ``keepalive_timeout``; :attr:`latency` holds the last
+    round trip.
+    """
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        protocol: Connection,
+        *,
+        read_buffer_size: int = DEFAULT_READ_BUFFER_SIZE,
+        write_buffer_size: int = DEFAULT_WRITE_BUFFER_SIZE,
+        write_buffer_pool: BufferPool | None = None,
+        keepalive_interval: float | None = None,
+        keepalive_timeout: float | None = None,
+    ) -> None:
+        if read_buffer_size <= 0 or write_buffer_size <= 0:
+            raise ValueError("buffer sizes must be positive")
+        if keepalive_interval is not None and keepalive_interval <= 0:
+            raise ValueError("keepalive_interval must be positive")
+        self._stream = stream
+        self._proto = protocol
+        self._read_size = read_buffer_size
+        self.write_buffer_size = write_buffer_size
+        self.write_buffer_pool = write_buffer_pool
+        self._send_lock = trio.StrictFIFOLock()
+        self._reading = False
+        self._writing = False
+        self._read_error: BaseException | None = None
+        self._write_error: BaseException | None = None
+        self._read_deadline = math.inf
+        self._write_deadline = math.inf
+        self._ping_handler: PingHandler | None = None
+        self._pong_handler: PongHandler | None = None
+        self._close_handler: CloseHandler | None = None
+        self._reader: MessageReader | None = None
+        self._closed = False
+        self._keepalive_interval = keepalive_interval
+        self._keepalive_timeout = keepalive_timeout or keepalive_interval
+        self._ping_payload: bytes | None = None
+        self._ping_sent_at = trio.current_time()  # the first Ping is due an interval from now
+        self._ping_count = 0
+        #: Seconds between the last keepalive Ping and its Pong, once measured.
+        self.latency: float | None = None
+        sock = _socket_of(stream)
+        #: The address of this end (gorilla: ``LocalAddr``), if the stream has a socket.
+        self.local_addr: Any = sock.getsockname() if sock is not None else None
+        #: The address of the peer (gorilla: ``RemoteAddr``), if the stream has a socket.
+        self.remote_addr: Any = sock.getpeername() if sock is not None else None
+
+    # -- properties --------------------------------------------------------------
+
+    @property
+    def subprotocol(self) -> str | None:
+        """The negotiated subprotocol (gorilla: ``Subprotocol``)."""
+        return self._proto.subprotocol
+
+    @property
+    def protocol(self) -> Connection:
+        """The core connection this Conn drives."""
+        return self._proto
+
+    def net_conn(self) -> trio.abc.Stream:
+        """The underlying stream (gorilla: ``NetConn``). Don't read or write it."""
+        return self._stream
+
+    # -- reading -----------------------------------------------------------------
+
+    async def read_message(self) -> tuple[MessageType, str | bytes]:
+        """Read the next whole message (gorilla: ``ReadMessage``).
+
+        Returns:
+            ``(MessageType.TEXT, str)`` or ``(MessageType.BINARY, bytes)``.
+
+        Raises:
+            CloseError: the connection closed (the code says how).
+            RemoteProtocolError: the peer broke the protocol (``ReadLimitError``
+                for a message over the read limit).
+            TimeoutError: the read deadline passed.
+        """
+        self._take_reader()
+        try:
+            if self._reader is not None:
+                await self._skip_current_message()
+            self._proto.stream_messages = False
+            while True:
+                event = await self._next_message_event()
+                if isinstance(event, Message):
+                    return event.message_type, event.data
+        finally:
+            self._reading = False
+
+    async def next_reader(self) -> tuple[MessageType, MessageReader]:
+        """Start reading the next message as a stream (gorilla: ``NextReader``).
+
+        The reader delivers one message piece by piece as it arrives;
+        calling ``next_reader()`` or ``read_message()`` again discards what
+        is left of it.
+
+        Raises:
+            As :meth:`read_message`.
+        """
+        self._take_reader()
+        try:
+            if self._reader is not None:
+                await self._skip_current_message()
+            self._proto.stream_messages = True
+            while True:
+                event = await self._next_message_event()
+                if isinstance(event, MessageStart):
+                    self._reader = MessageReader(self, event.message_type)
+                    return event.message_type, self._reader
+                if isinstance(event, Message):  # started before streaming was on
+                    self._reader = MessageReader(self, event.message_type, event.data)
+                    return event.message_type, self._reader
+        finally:
+            self._reading = False
+
+    async def read_json(self, **loads: Any) -> Any:
+        """Read the next message and decode it as JSON (gorilla: ``ReadJSON``)."""
+        return json.loads((await self.read_message())[1], **loads)
+
+    def __aiter__(self) -> AsyncIterator[str | bytes]:
+        """Iterate over messages (``str`` or ``bytes``) until the peer closes normally.
+
+        The iteration ends on a Close with 1000, 1001 or no code; any other
+        close, or any error, is raised.
+        """
+        return self._messages()
+
+    async def _messages(self) -> AsyncIterator[str | bytes]:
+        while True:
+            try:
+                _, data = await self.read_message()
+            except CloseError as exc:
+                if exc.normal:
+                    return
+                raise
+            yield data
+
+    def _take_reader(self) -> None:
+        if self._reading:
+            raise ConcurrencyError("another task is reading: a Conn has one reader at a time")
+        self._reading = True
+
+    async def _skip_current_message(self) -> None:
+        reader = self._reader
+        self._reader = None
+        if reader is not None:
+            await reader._discard()
+
+    async def _next_message_event(self) -> Event:
+        """The next message event; control events go to their handlers."""
+        while True:
+            event = await self._next_event()
+            if isinstance(event, Ping):
+                if self._ping_handler is not None:
+                    self._ping_handler(event.payload)
+            elif isinstance(event, Pong):
+                if event.payload == self._ping_payload:
+                    self.latency = trio.current_time() - self._ping_sent_at
+                    self._ping_payload = None
+                if self._pong_handler is not None:
+                    self._pong_handler(event.payload)
+            elif isinstance(event, Close):
+                error = CloseError(event.code, event.reason)
+                self._read_error = error
+                if self._close_handler is not None:
+                    self._close_handler(event.code, event.reason)
+                raise error
+            else:
+                return event
+
+    async def _next_event(self) -> Event:
+        if self._read_error is not None:
+            raise self._read_error
+        while True:
+            try:
+                event = self._proto.next_event()
+            except RemoteProtocolError as exc:
+                self._read_error = exc
+                await self._flush()  # the Close that fails the connection
+                await self._close_if_expected()
+                raise
+            await self._flush()  # Pongs, the Close echo
+            if event is not None:
+                if isinstance(event, Close):
+                    await self._close_if_expected()
+                return event
+            data = await self._receive()
+            if data:
+                self._proto.receive_data(data)
+            else:
+                self._proto.receive_eof()
+
+    async def _receive(self) -> bytes | bytearray:
+        """Read from the stream within the read deadline, keeping the connection alive."""
+        while True:
+            wake = self._read_deadline
+            if self._keepalive_interval is not None:
+                await self._keepalive_step()
+                wake = min(wake, self._keepalive_due())
+            try:
+                with trio.move_on_at(wake):
+                    return await self._stream.receive_some(self._read_size)
+            except _STREAM_GONE:
+                if not self._closed:  # not closed by another task: the peer vanished
+                    self._read_error = CloseError(CloseCode.ABNORMAL_CLOSURE)
+                return b""  # the core reports the end of the stream as 1006
+            if trio.current_time() >= self._read_deadline:
+                error = TimeoutError("read deadline passed")
+                self._read_error = error
+                raise error
+
+    async def _close_if_expected(self) -> None:
+        # The server closes the TCP connection first (RFC 6455 §7.1.1); the core says when.
+        if self._proto.close_expected():
+            # The last Close should go out before the stream closes, if a
+            # stuck writer lets it within a bounded time (gorilla waits 1 s too).
+            await self._flush(wait=_CLOSE_FLUSH_WAIT)
+            if isinstance(self._read_error, RemoteProtocolError):
+                await self._linger()
+            await self.aclose()
+
+    async def _linger(self) -> None:
+        # Closing a socket with unread input makes TCP send a reset, and the
+        # reset may destroy the Close just sent before the peer reads it. So
+        # after failing the connection, half-close if the stream can, and
+        # drop what the peer sends until it closes too, for a bounded time.
+        send_eof = getattr(self._stream, "send_eof", None)
+        if send_eof is None:
+            return
+        with trio.move_on_after(_LINGER):
+            try:
+                await send_eof()
+                while await self._stream.receive_some(self._read_size):
+                    pass
+            except (*_STREAM_GONE, trio.BusyResourceError):
+                pass
+
+    # -- keepalive ---------------------------------------------------------------
+
+    def _keepalive_due(self) -> float:
+        if self._ping_payload is not None:  # waiting for the Pong
+            return self._ping_sent_at + (self._keepalive_timeout or math.inf)
+        return self._ping_sent_at + (self._keepalive_interval or math.inf)
+
+    async def _keepalive_step(self) -> None:
+        now = trio.current_time()
+        if now < self._keepalive_due():
+            return
+        if self._ping_payload is not None:
+            # No Pong in time: the peer or the path is gone. Say why, then
+            # drop the connection; no Close will come back, so this is 1006.
+            with trio.move_on_after(_CLOSE_FLUSH_WAIT):
+                try:
+                    await self.write_control(
+                        MessageType.CLOSE,
+                        format_close_message(CloseCode.INTERNAL_ERROR, "keepalive ping timeout"),
+                    )
+                except (WebSocketError, TimeoutError, *_STREAM_GONE):
+                    pass
+            error = CloseError(CloseCode.ABNORMAL_CLOSURE, "keepalive ping timeout")
+            self._read_error = error
+            await self.aclose()
+            raise error
+        self._ping_count += 1
+        payload = struct.pack("!I", self._ping_count & 0xFFFFFFFF)
+        self._ping_payload, self._ping_sent_at = payload, now
+        try:
+            await self.write_control(MessageType.PING, payload)
+        except WebSocketError:
+            self._ping_payload = None  # closing: nothing to keep alive
+
+    # -- writing -----------------------------------------------------------------
+
+    async def write_message(self, message_type: MessageType | int, data: str | bytes) -> None:
+        """Send a whole message (gorilla: ``WriteMessage``).
+
+        Raises:
+            CloseSentError: a Close was already sent.
+            ConcurrencyError: another task is writing.
+            TimeoutError: the write deadline passed; the connection is closed.
+            trio.ClosedResourceError, trio.BrokenResourceError: the connection is gone.
+        """
+        self._take_writer()
+        try:
+            self._proto.send_message(message_type, data)
+            await self._send(self._write_deadline)
+        finally:
+            self._writing = False
+
+    async def write_json(self, value: Any, **dumps: Any) -> None:
+        """Send ``value`` as a JSON text message (gorilla: ``WriteJSON``)."""
+        await self.write_message(MessageType.TEXT, json.dumps(value, **dumps))
+
+    async def write_prepared_message(self, message: PreparedMessage) -> None:
+        """Send a prepared message (gorilla: ``WritePreparedMessage``)."""
+        self._take_writer()
+        try:
+            self._proto.send_prepared(message)
+            await self._send(self._write_deadline)
+        finally:
+            self._writing = False
+
+    def next_writer(self, message_type: MessageType | int) -> MessageWriter:
+        """Start a message to write as a stream (gorilla: ``NextWriter``).
+
+        Each ``write_buffer_size`` bytes written become one frame; ``aclose()``
+        sends the last one. Use it as ``async with conn.next_writer(t) as w``.
+
+        Raises:
+            ConcurrencyError: another task is writing.
+        """
+        if message_type not in (MessageType.TEXT, MessageType.BINARY):
+            raise LocalProtocolError("next_writer() writes text or binary messages")
+        self._take_writer()  # released by the writer's aclose()
+        return MessageWriter(self, MessageType(message_type))
+
+    async def write_control(
+        self, message_type: MessageType | int, data: bytes = b"", deadline: float | None = None
+    ) -> None:
+        """Send a Ping, Pong or Close frame, from any task (gorilla: ``WriteControl``).
+
+        Args:
+            message_type: ``MessageType.PING``, ``PONG`` or ``CLOSE``; a Close
+                payload is built with ``format_close_message()``.
+            data: the payload, at most 125 bytes.
+            deadline: a ``trio.current_time()`` time to give up at, or ``None``.
+
+        Raises:
+            CloseSentError: a Close was already sent.
+            TimeoutError: the deadline passed.
+        """
+        if message_type not in _CONTROL:
+            raise LocalProtocolError("write_control() sends Ping, Pong or Close")
+        self._proto.send_message(message_type, data)
+        await self._send(math.inf if deadline is None else deadline)
+
+    def _take_writer(self) -> None:
+        if self._writing:
+            raise ConcurrencyError("another task is writing: a Conn has one writer at a time")
+        self._writing = True
+
+    async def _send(self, deadline: float) -> None:
+        """Send what the core queued, then what was queued meanwhile (Pongs, a Close echo)."""
+        if self._write_error is not None:
+            raise self._write_error
+        with trio.move_on_at(deadline) as scope:
+            async with self._send_lock:
+                while data := self._proto.data_to_send():
+                    await self._send_all(data)
+        if scope.cancelled_caught:
+            # gorilla's write deadline: the connection is done.
+            error = TimeoutError("write deadline passed")
+            self._write_error = error
+            await self.aclose()
+            raise error
+
+    async def _flush(self, *, wait: float = 0.0) -> None:
+        # The reader never waits long for a busy writer: two peers each stuck
+        # writing would otherwise stop reading for good. The writer sends
+        # what is left queued as soon as its frame is out.
+        if self._write_error is not None or self._closed:
+            return
+        if wait:
+            acquired = False
+            with trio.move_on_after(wait):
+                await self._send_lock.acquire()
+                acquired = True
+            if not acquired:
+                return
+        else:
+            try:
+                self._send_lock.acquire_nowait()  # no checkpoint: reads stay fast
+            except trio.WouldBlock:
+                return
+        try:
+            while data := self._proto.data_to_send():
+                await self._send_all(data)
+        except _STREAM_GONE:
+            pass  # the read side reports what matters
+        finally:
+            self._send_lock.release()
+
+    async def _send_all(self, data: bytes) -> None:
+        try:
+            await self._stream.send_all(data)
+        except BaseException as exc:
+            # Cancelled or failed part way: a frame may be cut in half, so
+            # nothing can follow it. Fail cleanly: close the stream.
+            if self._write_error is None:
+                self._write_error = (
+                    exc if isinstance(exc, Exception) else trio.BrokenResourceError("cancelled")
+                )
+            await trio.aclose_forcefully(self._stream)
+            raise
+
+    # -- options -----------------------------------------------------------------
+
+    def set_read_limit(self, limit: int | None) -> None:
+        """Set the largest message to accept, in bytes (gorilla: ``SetReadLimit``).
+
+        A longer message closes the connection with 1009 and raises
+        ``ReadLimitError``. ``None`` removes the limit.
+        """
+        self._proto.max_message_size = limit
+
+    def set_read_deadline(self, deadline: float | None) -> None:
+        """Fail reads not done by ``deadline``, in ``trio.current_time()`` (``SetReadDeadline``).
+
+        As in gorilla, a read that times out this way is permanent. To give
+        up on one read and keep the connection, use ``trio.move_on_after()``.
+        """
+        self._read_deadline = math.inf if deadline is None else deadline
+
+    def set_write_deadline(self, deadline: float | None) -> None:
+        """Fail writes not done by ``deadline`` (gorilla: ``SetWriteDeadline``).
+
+        A write that times out this way closes the connection.
+        """
+        self._write_deadline = math.inf if deadline is None else deadline
+
+    def enable_write_compression(self, enabled: bool) -> None:
+        """Compress the next messages, or not (gorilla: ``EnableWriteCompression``)."""
+        self._proto.enable_write_compression(enabled)
+
+    def set_compression_level(self, level: int) -> None:
+        """Set the zlib level of the next messages (gorilla: ``SetCompressionLevel``)."""
+        self._proto.set_compression_level(level)
+
+    # -- handlers ----------------------------------------------------------------
+
+    def set_ping_handler(self, handler: PingHandler | None) -> None:
+        """Call ``handler(payload)`` for each Ping (gorilla: ``SetPingHandler``).
+
+        Handlers run inside the read methods. ``None`` restores the default,
+        which answers with a Pong. A handler of your own replaces that
+        answer: send it with ``write_control()``.
+        """
+        self._ping_handler = handler
+        self._proto.auto_pong = handler is None
+
+    def ping_handler(self) -> PingHandler | None:
+        """The ping handler, or ``None`` for the default (gorilla: ``PingHandler``)."""
+        return self._ping_handler
+
+    def set_pong_handler(self, handler: PongHandler | None) -> None:
+        """Call ``handler(payload)`` for each Pong, inside the reads (``SetPongHandler``)."""
+        self._pong_handler = handler
+
+    def pong_handler(self) -> PongHandler | None:
+        """The pong handler, or ``None`` (gorilla: ``PongHandler``)."""
+        return self._pong_handler
+
+    def set_close_handler(self, handler: CloseHandler | None) -> None:
+        """Call ``handler(code, text)`` on the peer's Close (gorilla: ``SetCloseHandler``).
+
+        The core has already answered the Close (RFC 6455 §5.5.1 requires
+        it), so the handler only observes; the read then raises ``CloseError``.
+        """
+        self._close_handler = handler
+
+    def close_handler(self) -> CloseHandler | None:
+        """The close handler, or ``None`` (gorilla: ``CloseHandler``)."""
+        return self._close_handler
+
+    # -- closing -----------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Close the stream now, without a closing handshake (gorilla: ``Close``).
+
+        A task blocked reading wakes up with ``CloseError`` 1006. For a
+        clean close, use :meth:`close_gracefully`.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        await trio.aclose_forcefully(self._stream)
+
+    close = aclose
+    """The same as :meth:`aclose`, under the name the other adapters use."""
+
+    async def close_gracefully(
+        self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "", timeout: float = 5.0
+    ) -> None:
+        """Send a Close, wait up to ``timeout`` seconds for the peer's, then close.
+
+        Messages that arrive meanwhile are discarded. Call it from the
+        reading task, or when no task is reading.
+        """
+        try:
+            with trio.move_on_after(timeout):
+                if self._proto.close_sent is None and self._proto.close_received is None:
+                    await self.write_control(MessageType.CLOSE, format_close_message(code, reason))
+                while True:
+                    await self.read_message()
+        except (WebSocketError, TimeoutError, *_STREAM_GONE):
+            pass
+        finally:
+            await self.aclose()
+
+    async def __aenter__(self) -> Conn:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"<Conn {self._proto.role.value} {self.remote_addr!r} {self._proto.state.name}>"
+
+
+def _socket_of(stream: trio.abc.Stream) -> Any:
+    """The socket under a stream (through TLS), or ``None``."""
+    while True:
+        sock = getattr(stream, "socket", None)
+        if sock is not None:
+            return sock
+        inner = getattr(stream, "transport_stream", None)
+        if inner is None:
+            return None
+        stream = inner
+
+
+class MessageReader:
+    """Reads one message as it arrives (what ``next_reader()`` returns).
+
+    ``await reader.read(n)`` gives up to ``n`` bytes, ``b""`` at the end;
+    ``async for chunk in reader`` gives the pieces as they arrive. Text
+    messages give their UTF-8 bytes. Only the connection's reading task
+    may read it.
+    """
+
+    def __init__(self, conn: Conn, message_type: MessageType, whole: str | bytes | None = None):
+        self._conn = conn
+        #: ``MessageType.TEXT`` or ``MessageType.BINARY``.
+        self.message_type = message_type
+        self._pending = (
+            b"" if whole is None else (whole.encode() if isinstance(whole, str) else whole)
+        )
+        self._done = whole is not None
+        self._discarded = False
+
+    async def read(self, size: int = -1) -> bytes:
+        """Read up to ``size`` bytes (all the rest with -1); ``b""`` at the end."""
+        self._check_current()
+        if size is None or size < 0:
+            parts = [self._pending]
+            self._pending = b""
+            while not self._done:
+                await self._pull()
+                parts.append(self._pending)
+                self._pending = b""
+            return b"".join(parts)
+        while not self._pending and not self._done:
+            await self._pull()
+        chunk = self._pending[:size]
+        self._pending = self._pending[size:]
+        return chunk
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        """The message's pieces as they arrive."""
+        return self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        while chunk := await self.read(DEFAULT_READ_BUFFER_SIZE):
+            yield chunk
+
+    def _check_current(self) -> None:
+        if self._discarded:
+            raise LocalProtocolError("this message was discarded by a later read")
+
+    async def _pull(self) -> None:
+        conn = self._conn
+        conn._take_reader()
+        try:
+            event = await conn._next_message_event()
+        finally:
+            conn._reading = False
+        if isinstance(event, MessageData):
+            self._pending = event.data
+        elif isinstance(event, MessageEnd):
+            self._done = True
+            conn._reader = None
+
+    async def _discard(self) -> None:
+        self._discarded = True
+        self._pending = b""
+        while not self._done:
+            event = await self._conn._next_message_event()
+            if isinstance(event, MessageEnd):
+                self._done = True
+
+
+class MessageWriter:
+    """Writes one message in frames of ``write_buffer_size`` (what ``next_writer()`` returns).
+
+    ``await writer.aclose()`` sends the last frame and ends the message; use
+    it as ``async with conn.next_writer(t) as writer``. Text messages take
+    UTF-8 ``bytes`` (or ``str`` through :meth:`write_text`). The buffer
+    comes from the connection's ``write_buffer_pool`` at the first write and
+    goes back at ``aclose()``.
+    """
+
+    def __init__(self, conn: Conn, message_type: MessageType) -> None:
+        self._conn = conn
+        self._type = message_type
+        self._size = conn.write_buffer_size
+        self._buffer: bytearray | None = None
+        self._filled = 0
+        self.closed = False
+
+    async def write(self, data: Any) -> int:
+        """Buffer ``data``; each time the buffer is full and more comes, it goes out as a frame."""
+        if self.closed:
+            raise ValueError("write to a closed message writer")
+        with memoryview(data) as whole, whole.cast("B") as view:
+            size = len(view)
+            buffer = self._buffer if self._buffer is not None else self._take_buffer()
+            start = 0
+            while start < size:
+                if self._filled == self._size:
+                    # Send a full buffer only once more data comes, so the
+                    # last frame, sent by aclose(), is never empty.
+                    await self._frame(buffer, fin=False)
+                count = min(size - start, self._size - self._filled)
+                buffer[self._filled : self._filled + count] = view[start : start + count]
+                self._filled += count
+                start += count
+        return size
+
+    async def write_text(self, text: str) -> int:
+        """Write ``text`` as UTF-8; returns the number of characters."""
+        await self.write(text.encode())
+        return len(text)
+
+    async def aclose(self) -> None:
+        """Send the last frame, ending the message."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            await self._frame(self._buffer if self._buffer is not None else bytearray(), fin=True)
+        finally:
+            if self._buffer is not None and self._conn.write_buffer_pool is not None:
+                self._conn.write_buffer_pool.put(self._buffer)
+            self._buffer = None
+            self._conn._writing = False
+
+    close = aclose
+    """The same as :meth:`aclose`, under the name the other adapters use."""
+
+    async def __aenter__(self) -> MessageWriter:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def _take_buffer(self) -> bytearray:
+        pool = self._conn.write_buffer_pool
+        buffer = pool.get() if pool is not None else None
+        if buffer is None or len(buffer) != self._size:  # a pool shared across sizes
+            buffer = bytearray(self._size)
+        self._buffer = buffer
+        return buffer
+
+    async def _frame(self, buffer: bytearray, *, fin: bool) -> None:
+        with memoryview(buffer) as view:
+            data = bytes(view[: self._filled])  # the core may keep it: the buffer is reused
+        self._filled = 0
+        core = self._conn._proto
+        if self._type is MessageType.TEXT:
+            core.send_text(data, fin=fin)
+        else:
+            core.send_binary(data, fin=fin)
+        await self._conn._send(self._conn._write_deadline)

@@ -1,0 +1,230 @@
+"""serve(): a trio WebSocket server with graceful shutdown, for ``nursery.start``.
+
+Each accepted connection gets a task, in the server's own nursery, that
+does the handshake and runs the handler; nothing outlives ``serve()``.
+Shutting down stops accepting, sends every open connection a Close with
+1001 (going away), gives handlers a bounded time to finish, then cancels
+what is left. Cancelling ``serve()`` stops everything at once, as cancelling
+any trio task does.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket as stdlib_socket
+import ssl
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
+from typing import Any
+
+import trio
+
+from wsproto_core import CloseCode, HandshakeError, MessageType, WebSocketError
+from wsproto_core.frames import format_close_message
+
+from .conn import Conn
+from .upgrader import HTTPHandler, Upgrader
+
+__all__ = ["Server", "serve"]
+
+logger = logging.getLogger("wsproto_trio.server")
+
+Handler = Callable[[Conn], Awaitable[None]]
+_GOING_AWAY = "server shutting down"
+_STREAM_GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
+
+
+class Server:
+    """A running trio WebSocket server: what ``await nursery.start(serve, ...)`` returns.
+
+    :meth:`shutdown` stops it gracefully, from any task; ``serve()`` then
+    returns.
+    """
+
+    def __init__(
+        self,
+        listeners: list[trio.SocketListener],
+        handler: Handler,
+        upgrader: Upgrader,
+        http_handler: HTTPHandler | None,
+        ssl_context: ssl.SSLContext | None,
+        shutdown_timeout: float,
+    ) -> None:
+        self.listeners = listeners
+        self.handler = handler
+        self.upgrader = upgrader
+        self.http_handler = http_handler
+        self.ssl_context = ssl_context
+        self.shutdown_timeout = shutdown_timeout
+        self._conns: set[Conn] = set()
+        self._stopping = trio.Event()
+        self._stopped = trio.Event()
+        self._idle = trio.Event()  # set when stopping and no connection is left
+        self._active = 0
+
+    @property
+    def address(self) -> Any:
+        """The first listening address, e.g. ``("127.0.0.1", 8765)`` or a Unix path."""
+        return self.listeners[0].socket.getsockname()
+
+    async def _run(self, task_status: trio.TaskStatus[Server]) -> None:
+        try:
+            async with trio.open_nursery() as tasks:
+                for listener in self.listeners:
+                    tasks.start_soon(self._accept, listener, tasks)
+                task_status.started(self)
+                await self._stopping.wait()
+                await self._close_listeners()  # the accept loops end
+                with trio.move_on_after(self.shutdown_timeout):
+                    await self._going_away()
+                    await self._idle.wait()
+                tasks.cancel_scope.cancel()  # handlers that did not finish in time
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._close_listeners()
+            self._stopped.set()
+
+    async def _accept(self, listener: trio.SocketListener, handlers: trio.Nursery) -> None:
+        while not self._stopping.is_set():
+            try:
+                stream = await listener.accept()
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                return
+            except OSError as exc:  # e.g. out of file descriptors: wait, don't spin
+                logger.warning("accept failed: %r", exc)
+                await trio.sleep(0.1)
+                continue
+            handlers.start_soon(self._serve_one, stream)
+
+    async def _serve_one(self, stream: trio.abc.Stream) -> None:
+        self._active += 1
+        try:
+            await self._serve(stream)
+        finally:
+            self._active -= 1
+            if not self._active and self._stopping.is_set():
+                self._idle.set()
+
+    async def _serve(self, stream: trio.abc.Stream) -> None:
+        try:
+            if self.ssl_context is not None:
+                stream = trio.SSLStream(stream, self.ssl_context, server_side=True)
+            conn = await self.upgrader.upgrade(stream, http_handler=self.http_handler)
+        except HandshakeError as exc:
+            logger.info("refused a handshake: %s", exc)
+            return
+        except (OSError, TimeoutError, *_STREAM_GONE) as exc:
+            logger.info("handshake failed: %r", exc)
+            return
+        except Exception:
+            logger.exception("the HTTP handler failed")
+            await trio.aclose_forcefully(stream)
+            return
+        self._conns.add(conn)
+        try:
+            if self._stopping.is_set():
+                # Opened while the server was shutting down: close it as the others.
+                await conn.close_gracefully(CloseCode.GOING_AWAY, _GOING_AWAY, 1.0)
+                return
+            await self.handler(conn)
+        except (WebSocketError, OSError, *_STREAM_GONE) as exc:
+            logger.debug("connection ended: %r", exc)
+        except Exception:
+            logger.exception("the handler failed")
+        finally:
+            self._conns.discard(conn)
+            with trio.CancelScope(shield=True):
+                await conn.aclose()
+
+    async def _going_away(self) -> None:
+        # Every connection at once: one peer that does not read must not
+        # hold up the others' Close.
+        going_away = format_close_message(CloseCode.GOING_AWAY, _GOING_AWAY)
+
+        async def send(conn: Conn) -> None:
+            with suppress(WebSocketError, TimeoutError, *_STREAM_GONE):
+                await conn.write_control(MessageType.CLOSE, going_away)
+
+        async with trio.open_nursery() as nursery:
+            for conn in list(self._conns):
+                nursery.start_soon(send, conn)
+
+    async def _close_listeners(self) -> None:
+        for listener in self.listeners:
+            await listener.aclose()
+
+    async def shutdown(self) -> None:
+        """Stop accepting, close every connection with 1001, and wait until ``serve()`` ends."""
+        self._stopping.set()
+        if not self._active:
+            self._idle.set()
+        await self._stopped.wait()
+
+
+async def serve(
+    handler: Handler,
+    host: str | None = "127.0.0.1",
+    port: int = 0,
+    *,
+    upgrader: Upgrader | None = None,
+    http_handler: HTTPHandler | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    unix_path: str | None = None,
+    backlog: int = 128,
+    shutdown_timeout: float = 5.0,
+    task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Listen on ``host``:``port`` (or a Unix socket) and run ``await handler(conn)`` per WebSocket.
+
+    Start it with ``server = await nursery.start(serve, handler, host, port)``:
+    it reports the :class:`Server` once listening, and runs until
+    ``await server.shutdown()`` or until cancelled. Each connection is
+    upgraded (with ``upgrader``'s options, or the defaults) in a task of
+    its own, which runs the handler and closes the connection when it
+    returns. A plain HTTP request goes to ``http_handler`` or gets 426.
+    Example::
+
+        async def echo(conn: Conn) -> None:
+            async for message in conn:
+                await conn.write_message(MessageType.TEXT if isinstance(message, str)
+                                         else MessageType.BINARY, message)
+
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(serve, echo, "127.0.0.1", 8765)
+            ...
+            await server.shutdown()
+
+    Args:
+        handler: an async function called with each open connection.
+        host: the address to listen on (``None``: all interfaces).
+        port: the port, 0 for any free one (see ``server.address``).
+        upgrader: handshake options.
+        http_handler: answers plain HTTP requests: ``(status, headers, body)``.
+        ssl_context: serve ``wss://`` with this TLS context.
+        unix_path: listen on this Unix socket instead of ``host``:``port``.
+        backlog: the listen backlog.
+        shutdown_timeout: seconds handlers get to finish on shutdown.
+        task_status: given by ``nursery.start``.
+    """
+    if unix_path is not None:
+        listeners = [await _unix_listener(unix_path, backlog)]
+    else:
+        listeners = await trio.open_tcp_listeners(port, host=host, backlog=backlog)
+    server = Server(
+        listeners, handler, upgrader or Upgrader(), http_handler, ssl_context, shutdown_timeout
+    )
+    await server._run(task_status)
+
+
+async def _unix_listener(path: str, backlog: int) -> trio.SocketListener:
+    sock = trio.socket.socket(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_STREAM)
+    try:
+        with suppress(FileNotFoundError):
+            os.unlink(path)  # a socket file left by an earlier run
+        await sock.bind(path)
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return trio.SocketListener(sock)
