@@ -3,10 +3,14 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench-installed
 NODE_PEER := tests/interop/node
 NODE_STAMP := $(NODE_PEER)/node_modules/.installed
+# Autobahn|Testsuite's Python 3 port, beside the project (../shared/README.md).
+AUTOBAHN_TOOLS ?= ../shared/tools/autobahn
+WSTEST := $(HOME)/.venvs/abt/bin/wstest
 
-.PHONY: demo test lint typecheck unit fuzz fuzz-smoke clean
+.PHONY: demo test lint typecheck unit fuzz fuzz-smoke autobahn autobahn-fast bench clean
 
 demo: $(STAMP)
 	$(BIN)/wsproto demo
@@ -30,11 +34,31 @@ fuzz: $(STAMP)
 fuzz-smoke: $(STAMP)
 	$(BIN)/python fuzz/run.py --smoke
 
+# Every adapter as server and as client; any case not OK or INFORMATIONAL fails.
+autobahn: $(STAMP) $(WSTEST)
+	AUTOBAHN_TOOLS=$(AUTOBAHN_TOOLS) $(BIN)/python fuzz/autobahn/run.py
+
+# The fast groups (1-7 and 10), in seconds: part of `make test`.
+autobahn-fast: $(STAMP) $(WSTEST)
+	AUTOBAHN_TOOLS=$(AUTOBAHN_TOOLS) $(BIN)/python fuzz/autobahn/run.py --fast
+
+$(WSTEST):
+	bash $(AUTOBAHN_TOOLS)/setup.sh
+
+# Our adapters against their peers; pass options as `make bench BENCH_ARGS=--quick`.
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m wsproto_cli.bench $(BENCH_ARGS)
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test,fuzz]'
 	touch $(STAMP)
+
+# The peers the benchmark compares with (the `bench` extra), in the same environment.
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	touch $(BENCH_STAMP)
 
 # The Node `ws` peer of the interoperability tests, exactly as package-lock.json pins it.
 $(NODE_STAMP): $(NODE_PEER)/package.json $(NODE_PEER)/package-lock.json

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .bench import UsageError, add_arguments, run_bench
 from .demo import run_demo
 
 __all__ = ["main"]
@@ -19,9 +20,20 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser(
         "demo", help="exchange messages between a client and a server core and print a report"
     )
+    bench = commands.add_parser(
+        "bench",
+        help="measure our adapters and their peers over loopback, in one run",
+        description="Measure our adapters and their peers over loopback, in one run.",
+    )
+    add_arguments(bench)
     args = parser.parse_args(argv)
     if args.command == "demo":
         return run_demo()
+    if args.command == "bench":
+        try:
+            return run_bench(args)
+        except UsageError as exc:
+            bench.error(str(exc))
     parser.error(f"unknown command {args.command!r}")  # pragma: no cover - argparse refuses first
     return 2  # pragma: no cover
 
