@@ -1,0 +1,140 @@
+"""Run Autobahn|Testsuite against every adapter, as server and as client.
+
+    python fuzz/autobahn/run.py                 # every adapter, both modes, all cases
+    python fuzz/autobahn/run.py --fast          # groups 1-7 and 10 only (seconds)
+    python fuzz/autobahn/run.py --adapters sync --modes server --cases "12.*"
+
+It uses the suite's Python 3 port in ``../shared/tools/autobahn`` (run its
+``setup.sh`` first: ``make autobahn`` does), starts ``peer.py`` for each
+adapter, and prints the suite's one-line summary per run. It exits non-zero
+unless every case of every run is OK or INFORMATIONAL: a FAILED, NON-STRICT
+or UNIMPLEMENTED case, or a missing one, fails the run. Reports go to
+``fuzz/autobahn/reports/<adapter>-<mode>/index.html``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+TOOLS = Path(os.environ.get("AUTOBAHN_TOOLS", ROOT.parent / "shared" / "tools" / "autobahn"))
+ADAPTERS = ["sync", "asyncio", "trio"]
+MODES = ["server", "client"]
+FAST = "1.*,2.*,3.*,4.*,5.*,6.*,7.*,10.*"
+# What each INFORMATIONAL case leaves to the implementation (the suite
+# cannot tell right from wrong there); docs/conformance.md explains our choices.
+ACCEPTED = {"OK", "INFORMATIONAL"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"the echo server did not listen on port {port}")
+
+
+def run_server_mode(adapter: str, cases: str, out: Path, timeout: int) -> Path:
+    port = free_port()
+    peer = subprocess.Popen(
+        [
+            sys.executable,
+            str(HERE / "peer.py"),
+            "server",
+            "--adapter",
+            adapter,
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port)
+        env = {
+            **os.environ,
+            "AUTOBAHN_AGENT": f"wsproto_{adapter}",
+            "AUTOBAHN_TIMEOUT": str(timeout),
+        }
+        subprocess.run(
+            ["bash", str(TOOLS / "run-server-suite.sh"), f"ws://127.0.0.1:{port}", cases, str(out)],
+            env=env,
+            check=False,
+        )
+    finally:
+        peer.terminate()
+        try:
+            peer.wait(10)
+        except subprocess.TimeoutExpired:
+            peer.kill()
+            peer.wait()
+    return out / "index.json"
+
+
+def run_client_mode(adapter: str, cases: str, out: Path, timeout: int) -> Path:
+    command = f"{sys.executable} {HERE / 'peer.py'} client --adapter {adapter}"
+    env = {**os.environ, "AUTOBAHN_AGENT": f"wsproto_{adapter}", "AUTOBAHN_TIMEOUT": str(timeout)}
+    subprocess.run(
+        ["bash", str(TOOLS / "run-client-suite.sh"), command, cases, str(out)], env=env, check=False
+    )
+    return out / "index.json"
+
+
+def verdict(index: Path, agent: str) -> list[str]:
+    """The cases whose behaviour or close behaviour is not acceptable."""
+    if not index.is_file():
+        return ["(no report: the run did not finish)"]
+    results = json.loads(index.read_text())[agent]
+    bad = []
+    for case, result in sorted(results.items(), key=lambda item: _case_key(item[0])):
+        if result["behavior"] not in ACCEPTED or result["behaviorClose"] not in ACCEPTED:
+            bad.append(f"{case} ({result['behavior']}/{result['behaviorClose']})")
+    return bad
+
+
+def _case_key(case: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in case.split("."))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--adapters", default=",".join(ADAPTERS))
+    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--cases", default="*", help='case globs, e.g. "1.*,12.1.*"')
+    parser.add_argument("--fast", action="store_true", help=f"only {FAST}")
+    parser.add_argument("--timeout", type=int, default=1800, help="seconds per run")
+    args = parser.parse_args()
+    if not (TOOLS / "run-server-suite.sh").is_file():
+        print(f"autobahn: {TOOLS} not found; set AUTOBAHN_TOOLS", file=sys.stderr)
+        return 2
+    cases = FAST if args.fast else args.cases
+    failures = 0
+    for adapter in args.adapters.split(","):
+        for mode in args.modes.split(","):
+            out = HERE / "reports" / f"{adapter}-{mode}"
+            run = run_server_mode if mode == "server" else run_client_mode
+            bad = verdict(run(adapter, cases, out, args.timeout), f"wsproto_{adapter}")
+            status = "ok" if not bad else f"{len(bad)} not OK: {', '.join(bad[:20])}"
+            print(f"== wsproto_{adapter} {mode}: {status}", flush=True)
+            failures += bool(bad)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
