@@ -129,6 +129,11 @@ class Conn:
         self.local_addr = sock.getsockname()
         self.remote_addr = sock.getpeername()
         sock.setblocking(False)
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            # Frames go out whole, often as one send; don't let Nagle hold
+            # a small one back waiting for an ACK (asyncio does the same).
+            with suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         #: Seconds between the last keepalive Ping and its Pong, once measured.
         self.latency: float | None = None
         self._stopped = threading.Event()
@@ -172,13 +177,18 @@ class Conn:
                 for a message over the read limit).
             TimeoutError: the read deadline passed.
         """
-        with self._reading():
-            self._skip_current_message()
+        # Roles taken by hand, not with a context manager: this is the hot path.
+        _take_role(self._reader_role, "reading", "reader")
+        try:
+            if self._reader is not None:
+                self._skip_current_message()
             self._proto.stream_messages = False
             while True:
                 event = self._next_message_event()
-                if isinstance(event, Message):
+                if type(event) is Message:
                     return event.message_type, event.data
+        finally:
+            self._reader_role.release()
 
     def next_reader(self) -> tuple[MessageType, MessageReader]:
         """Start reading the next message as a stream (gorilla: ``NextReader``).
@@ -307,8 +317,11 @@ class Conn:
             TimeoutError: the write deadline passed; the connection is closed.
             OSError: the socket failed; the connection is closed.
         """
-        with self._writing():
+        _take_role(self._writer_role, "writing", "writer")
+        try:
             self._send(lambda core: core.send_message(message_type, data), self._write_deadline)
+        finally:
+            self._writer_role.release()
 
     def write_json(self, value: Any, **dumps: Any) -> None:
         """Send ``value`` as a JSON text message (gorilla: ``WriteJSON``)."""
