@@ -10,11 +10,17 @@ trio's manners. Invariants:
 * One lock orders what goes to the stream, so frames never interleave. The
   reading task never waits long for a busy writer: what it must send goes
   out right after the writer's frame.
-* Cancelling a read loses nothing (trio's ``receive_some`` guarantees it),
-  so the connection stays usable. Cancelling a write that had started
-  sending may leave a frame cut in half, so the connection then fails
-  cleanly: the stream is closed and reads raise ``CloseError`` 1006.
-* Errors on the read side are permanent (gorilla's rule).
+* Cancelling a read loses nothing (trio's ``receive_some`` guarantees it,
+  and no event is taken from the core at a point where a cancel can land),
+  so the connection stays usable. A Close, once taken, is always reported:
+  its echo and the closing that follow are shielded, each bounded by 1 s.
+* Cancelling a write that had started sending may leave a frame cut in
+  half, so the connection then fails cleanly: the stream is closed, reads
+  raise ``CloseError`` 1006 and writes the same error each time. A write
+  cancelled before it sent anything leaves its frame whole in the core's
+  queue (the core can't take it back): it goes out with the next send. The
+  reading task's Pongs follow the same rules.
+* Errors are permanent (gorilla's rule), on the read side and the write side.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import json
 import math
 import struct
 from collections.abc import AsyncIterator, Callable
+from contextlib import suppress
 from typing import Any
 
 import trio
@@ -60,6 +67,7 @@ CloseHandler = Callable[[int, str], None]
 _CONTROL = {MessageType.PING, MessageType.PONG, MessageType.CLOSE}
 _CLOSE_FLUSH_WAIT = 1.0  # seconds the reader waits for a writer to send the last Close
 _LINGER = 1.0  # seconds to drain a peer that keeps sending after we failed the connection
+_CLOSE_WAIT = 1.0  # seconds a client waits for the server to close after the closing handshake
 _STREAM_GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
 
 
@@ -77,15 +85,19 @@ class Conn:
     ``aclose()`` and the setters may be used by any task. Closing from
     another task wakes a blocked reader with ``CloseError`` 1006.
 
-    **Deadlines:** trio's cancel scopes (``trio.move_on_after``,
-    ``trio.fail_after``) work around any call. :meth:`set_read_deadline`
-    and :meth:`set_write_deadline` are gorilla's, in ``trio.current_time()``,
-    and permanent once they pass.
+    **Cancellation and deadlines:** trio's cancel scopes (``trio.move_on_after``,
+    ``trio.fail_after``) work around any call. A cancelled read loses
+    nothing. A cancelled write either sent nothing, and its frame goes out
+    whole with the next send, or cut its frame, and the connection fails:
+    reads raise ``CloseError`` 1006. :meth:`set_read_deadline` and
+    :meth:`set_write_deadline` are gorilla's, in ``trio.current_time()``, and
+    permanent once they pass.
 
     **Keepalive:** with ``keepalive_interval`` set, a read that has waited
-    that long sends a Ping, and the connection fails with 1011 if no Pong
-    answers within ``keepalive_timeout``; :attr:`latency` holds the last
-    round trip.
+    that long sends a Ping; if no Pong answers within ``keepalive_timeout``,
+    it sends a Close with 1011 and raises ``CloseError`` 1006. As in
+    gorilla, Pings go out (and Pongs, and Close echoes) only while a task
+    reads. :attr:`latency` holds the last round trip.
     """
 
     def __init__(
@@ -259,20 +271,28 @@ class Conn:
     async def _next_event(self) -> Event:
         if self._read_error is not None:
             raise self._read_error
+        received = False
         while True:
+            # A cancel that lands before next_event() has taken nothing, so
+            # loses nothing; and every read is a cancel point, as in trio.
+            await trio.lowlevel.checkpoint_if_cancelled()
+            await self._flush()  # what earlier events queued: Pongs
             try:
                 event = self._proto.next_event()
             except RemoteProtocolError as exc:
                 self._read_error = exc
-                await self._flush()  # the Close that fails the connection
-                await self._close_if_expected()
+                await self._finish_closing()  # the Close that fails the connection
                 raise
-            await self._flush()  # Pongs, the Close echo
             if event is not None:
                 if isinstance(event, Close):
-                    await self._close_if_expected()
+                    await self._finish_closing()  # the Close echo
+                elif not received:
+                    # Buffered by an earlier read: still a schedule point, as
+                    # every trio read is, and shielded, so the event is kept.
+                    await trio.lowlevel.cancel_shielded_checkpoint()
                 return event
             data = await self._receive()
+            received = True
             if data:
                 self._proto.receive_data(data)
             else:
@@ -297,27 +317,41 @@ class Conn:
                 self._read_error = error
                 raise error
 
-    async def _close_if_expected(self) -> None:
-        # The server closes the TCP connection first (RFC 6455 §7.1.1); the core says when.
-        if self._proto.close_expected():
-            # The last Close should go out before the stream closes, if a
-            # stuck writer lets it within a bounded time (gorilla waits 1 s too).
-            await self._flush(wait=_CLOSE_FLUSH_WAIT)
-            if isinstance(self._read_error, RemoteProtocolError):
-                await self._linger()
+    async def _finish_closing(self) -> None:
+        """Send the Close echo (or the Close failing the connection), then close the stream.
+
+        The core has taken the Close, so the event must reach the caller
+        even if this read is cancelled meanwhile: lost, it would leave reads
+        that never end. So this runs shielded, bounded by its own timeouts.
+        """
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(_CLOSE_FLUSH_WAIT):
+                # The last Close should go out before the stream closes, if a
+                # stuck writer lets it within a bounded time (gorilla waits 1 s too).
+                await self._flush(wait=_CLOSE_FLUSH_WAIT)
+            if not self._proto.close_expected():
+                # A client after a clean closing handshake: "the server SHOULD
+                # close the TCP connection first" (RFC 6455 §7.1.1). No task
+                # reads once this one returns, so wait for that here, for a
+                # bounded time, as the core advises; then close anyway.
+                await self._drain(_CLOSE_WAIT)
+            elif isinstance(self._read_error, RemoteProtocolError):
+                # Closing a socket with unread input makes TCP send a reset,
+                # and the reset may destroy the Close just sent before the
+                # peer reads it. So after failing the connection, half-close
+                # if the stream can, and drop what the peer sends until it
+                # closes too, for a bounded time.
+                send_eof = getattr(self._stream, "send_eof", None)
+                if send_eof is not None:
+                    with suppress(*_STREAM_GONE, trio.BusyResourceError):
+                        await send_eof()
+                    await self._drain(_LINGER)
             await self.aclose()
 
-    async def _linger(self) -> None:
-        # Closing a socket with unread input makes TCP send a reset, and the
-        # reset may destroy the Close just sent before the peer reads it. So
-        # after failing the connection, half-close if the stream can, and
-        # drop what the peer sends until it closes too, for a bounded time.
-        send_eof = getattr(self._stream, "send_eof", None)
-        if send_eof is None:
-            return
-        with trio.move_on_after(_LINGER):
+    async def _drain(self, timeout: float) -> None:
+        """Read and drop what comes until the peer closes, for at most ``timeout`` seconds."""
+        with trio.move_on_after(timeout):
             try:
-                await send_eof()
                 while await self._stream.receive_some(self._read_size):
                     pass
             except (*_STREAM_GONE, trio.BusyResourceError):
@@ -331,31 +365,34 @@ class Conn:
         return self._ping_sent_at + (self._keepalive_interval or math.inf)
 
     async def _keepalive_step(self) -> None:
+        # The reading task queues what keepalive sends and flushes it as it
+        # flushes Pongs: were it to wait for a stuck writer, it would stop
+        # reading, and two peers stuck writing to each other would hang.
         now = trio.current_time()
         if now < self._keepalive_due():
             return
         if self._ping_payload is not None:
             # No Pong in time: the peer or the path is gone. Say why, then
             # drop the connection; no Close will come back, so this is 1006.
-            with trio.move_on_after(_CLOSE_FLUSH_WAIT):
-                try:
-                    await self.write_control(
-                        MessageType.CLOSE,
-                        format_close_message(CloseCode.INTERNAL_ERROR, "keepalive ping timeout"),
-                    )
-                except (WebSocketError, TimeoutError, *_STREAM_GONE):
-                    pass
             error = CloseError(CloseCode.ABNORMAL_CLOSURE, "keepalive ping timeout")
             self._read_error = error
+            with suppress(WebSocketError):  # a Close went already
+                self._proto.send_message(
+                    MessageType.CLOSE,
+                    format_close_message(CloseCode.INTERNAL_ERROR, "keepalive ping timeout"),
+                )
+            with trio.move_on_after(_CLOSE_FLUSH_WAIT):
+                await self._flush(wait=_CLOSE_FLUSH_WAIT)
             await self.aclose()
             raise error
         self._ping_count += 1
         payload = struct.pack("!I", self._ping_count & 0xFFFFFFFF)
-        self._ping_payload, self._ping_sent_at = payload, now
         try:
-            await self.write_control(MessageType.PING, payload)
+            self._proto.send_message(MessageType.PING, payload)
         except WebSocketError:
-            self._ping_payload = None  # closing: nothing to keep alive
+            return  # closing: nothing to keep alive
+        self._ping_payload, self._ping_sent_at = payload, now
+        await self._flush()
 
     # -- writing -----------------------------------------------------------------
 
@@ -370,6 +407,7 @@ class Conn:
         """
         self._take_writer()
         try:
+            self._check_writable()
             self._proto.send_message(message_type, data)
             await self._send(self._write_deadline)
         finally:
@@ -383,6 +421,7 @@ class Conn:
         """Send a prepared message (gorilla: ``WritePreparedMessage``)."""
         self._take_writer()
         try:
+            self._check_writable()
             self._proto.send_prepared(message)
             await self._send(self._write_deadline)
         finally:
@@ -419,6 +458,7 @@ class Conn:
         """
         if message_type not in _CONTROL:
             raise LocalProtocolError("write_control() sends Ping, Pong or Close")
+        self._check_writable()
         self._proto.send_message(message_type, data)
         await self._send(math.inf if deadline is None else deadline)
 
@@ -427,12 +467,20 @@ class Conn:
             raise ConcurrencyError("another task is writing: a Conn has one writer at a time")
         self._writing = True
 
-    async def _send(self, deadline: float) -> None:
-        """Send what the core queued, then what was queued meanwhile (Pongs, a Close echo)."""
+    def _check_writable(self) -> None:
+        # Write errors are permanent too (gorilla keeps writeErr): the same
+        # error, before the core queues a frame that could never leave.
         if self._write_error is not None:
             raise self._write_error
+
+    async def _send(self, deadline: float) -> None:
+        """Send what the core queued, then what was queued meanwhile (Pongs, a Close echo)."""
+        self._check_writable()
         with trio.move_on_at(deadline) as scope:
             async with self._send_lock:
+                # A cancel that arrived while we waited for the lock leaves the
+                # frame whole in the core's queue: the next send takes it.
+                await trio.lowlevel.checkpoint_if_cancelled()
                 while data := self._proto.data_to_send():
                     await self._send_all(data)
         if scope.cancelled_caught:
@@ -461,6 +509,9 @@ class Conn:
             except trio.WouldBlock:
                 return
         try:
+            # A cancel that arrived before this point has cut nothing: it
+            # leaves what is queued whole, for the next send to take.
+            await trio.lowlevel.checkpoint_if_cancelled()
             while data := self._proto.data_to_send():
                 await self._send_all(data)
         except _STREAM_GONE:
@@ -629,13 +680,19 @@ class MessageReader:
     async def read(self, size: int = -1) -> bytes:
         """Read up to ``size`` bytes (all the rest with -1); ``b""`` at the end."""
         self._check_current()
+        if self._pending or self._done:
+            await trio.lowlevel.checkpoint()  # served from the buffer: still a checkpoint
         if size is None or size < 0:
             parts = [self._pending]
             self._pending = b""
-            while not self._done:
-                await self._pull()
-                parts.append(self._pending)
-                self._pending = b""
+            try:
+                while not self._done:
+                    await self._pull()
+                    parts.append(self._pending)
+                    self._pending = b""
+            except BaseException:
+                self._pending = b"".join(parts)  # cancelled: what came stays for the next read
+                raise
             return b"".join(parts)
         while not self._pending and not self._done:
             await self._pull()
@@ -699,6 +756,8 @@ class MessageWriter:
         """Buffer ``data``; each time the buffer is full and more comes, it goes out as a frame."""
         if self.closed:
             raise ValueError("write to a closed message writer")
+        await trio.lowlevel.checkpoint_if_cancelled()  # cancelled: nothing was buffered
+        sent = False
         with memoryview(data) as whole, whole.cast("B") as view:
             size = len(view)
             buffer = self._buffer if self._buffer is not None else self._take_buffer()
@@ -708,10 +767,13 @@ class MessageWriter:
                     # Send a full buffer only once more data comes, so the
                     # last frame, sent by aclose(), is never empty.
                     await self._frame(buffer, fin=False)
+                    sent = True
                 count = min(size - start, self._size - self._filled)
                 buffer[self._filled : self._filled + count] = view[start : start + count]
                 self._filled += count
                 start += count
+        if not sent:
+            await trio.lowlevel.cancel_shielded_checkpoint()  # buffered only: still a checkpoint
         return size
 
     async def write_text(self, text: str) -> int:
@@ -738,8 +800,15 @@ class MessageWriter:
     async def __aenter__(self) -> MessageWriter:
         return self
 
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
+    async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        if exc is None:
+            await self.aclose()
+            return
+        # Leaving on an error: end the message if the connection still can,
+        # but let that error through, not one of ours: a Cancelled replaced
+        # by a BrokenResourceError would never reach its cancel scope.
+        with suppress(Exception):
+            await self.aclose()
 
     def _take_buffer(self) -> bytearray:
         pool = self._conn.write_buffer_pool
@@ -753,6 +822,7 @@ class MessageWriter:
         with memoryview(buffer) as view:
             data = bytes(view[: self._filled])  # the core may keep it: the buffer is reused
         self._filled = 0
+        self._conn._check_writable()
         core = self._conn._proto
         if self._type is MessageType.TEXT:
             core.send_text(data, fin=fin)

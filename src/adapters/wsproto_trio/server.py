@@ -32,6 +32,7 @@ logger = logging.getLogger("wsproto_trio.server")
 
 Handler = Callable[[Conn], Awaitable[None]]
 _GOING_AWAY = "server shutting down"
+_GOING_AWAY_WAIT = 1.0  # seconds a returning handler's connection gets to send its 1001
 _STREAM_GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
 
 
@@ -62,15 +63,19 @@ class Server:
         self._stopped = trio.Event()
         self._idle = trio.Event()  # set when stopping and no connection is left
         self._active = 0
+        self._tasks: trio.Nursery | None = None  # where handlers run
+        # Kept: once the listeners close, their sockets can't say it any more.
+        self._address = listeners[0].socket.getsockname()
 
     @property
     def address(self) -> Any:
         """The first listening address, e.g. ``("127.0.0.1", 8765)`` or a Unix path."""
-        return self.listeners[0].socket.getsockname()
+        return self._address
 
     async def _run(self, task_status: trio.TaskStatus[Server]) -> None:
         try:
             async with trio.open_nursery() as tasks:
+                self._tasks = tasks
                 for listener in self.listeners:
                     tasks.start_soon(self._accept, listener, tasks)
                 task_status.started(self)
@@ -135,31 +140,58 @@ class Server:
         finally:
             self._conns.discard(conn)
             with trio.CancelScope(shield=True):
+                if self._stopping.is_set():
+                    # A handler that returns during shutdown (one that called
+                    # shutdown() itself, say) may beat _going_away() to its
+                    # connection: the 1001 is owed to this one too.
+                    with trio.move_on_after(_GOING_AWAY_WAIT):
+                        await self._send_going_away(conn)
                 await conn.aclose()
 
     async def _going_away(self) -> None:
         # Every connection at once: one peer that does not read must not
         # hold up the others' Close.
-        going_away = format_close_message(CloseCode.GOING_AWAY, _GOING_AWAY)
-
-        async def send(conn: Conn) -> None:
-            with suppress(WebSocketError, TimeoutError, *_STREAM_GONE):
-                await conn.write_control(MessageType.CLOSE, going_away)
-
         async with trio.open_nursery() as nursery:
             for conn in list(self._conns):
-                nursery.start_soon(send, conn)
+                nursery.start_soon(self._send_going_away, conn)
+
+    @staticmethod
+    async def _send_going_away(conn: Conn) -> None:
+        # A connection that sent its Close already raises CloseSentError: fine.
+        with suppress(WebSocketError, TimeoutError, *_STREAM_GONE):
+            await conn.write_control(
+                MessageType.CLOSE, format_close_message(CloseCode.GOING_AWAY, _GOING_AWAY)
+            )
 
     async def _close_listeners(self) -> None:
         for listener in self.listeners:
             await listener.aclose()
 
     async def shutdown(self) -> None:
-        """Stop accepting, close every connection with 1001, and wait until ``serve()`` ends."""
+        """Stop accepting, close every connection with 1001, and wait until ``serve()`` ends.
+
+        Called from a handler (or a task a handler started), it returns at
+        once instead: ``serve()`` can't end before that handler does, so
+        waiting would only get the handler cancelled after ``shutdown_timeout``.
+        """
         self._stopping.set()
         if not self._active:
             self._idle.set()
-        await self._stopped.wait()
+        if not self._in_a_handler():
+            await self._stopped.wait()
+        else:
+            await trio.lowlevel.checkpoint()
+
+    def _in_a_handler(self) -> bool:
+        task: trio.lowlevel.Task | None = trio.lowlevel.current_task()
+        while task is not None:
+            nursery = task.parent_nursery
+            if nursery is None:
+                return False
+            if nursery is self._tasks:
+                return True
+            task = nursery.parent_task
+        return False
 
 
 async def serve(
