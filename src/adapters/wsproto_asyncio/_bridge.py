@@ -9,6 +9,12 @@ Invariants:
   events, the transport stops reading until the reader catches up, so a
   fast peer and a slow reader cannot make memory grow: the peer's writes
   wait in TCP instead.
+* What the core answers on its own (Pongs, the Close echo) cannot pile up
+  either: when more than ``_MAX_ANSWER_BACKLOG`` bytes of it wait behind a
+  full transport, reading stops until the peer reads. So a peer that sends
+  Pings and never reads the Pongs is throttled, as a blocking reader that
+  must send each Pong would be. The application's own writes never stop
+  reading, so two peers writing big messages at each other don't deadlock.
 * Writes never wait inside the bridge: ``write()`` hands whole frames to the
   transport, and ``drain()`` waits while its buffer is over the high-water
   mark. A cancelled ``drain()`` leaves no frame half-written.
@@ -35,6 +41,7 @@ __all__ = ["Bridge"]
 #: Events the reader may leave queued before reading is paused.
 DEFAULT_MAX_QUEUE = 16
 _LINGER = 1.0  # seconds to drain a peer that keeps sending after we failed the connection
+_MAX_ANSWER_BACKLOG = 65536  # bytes of automatic answers buffered while the peer doesn't read
 
 
 class Bridge(asyncio.BufferedProtocol):
@@ -61,9 +68,15 @@ class Bridge(asyncio.BufferedProtocol):
         self._drain_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._writing_paused = False
         self._reading_paused = False
+        # Why reading is paused: the queue is full, or the peer doesn't read
+        # the answers the core queued on its own (bytes sent since writing paused).
+        self._queue_full = False
+        self._answer_backlog = 0
         self._closing = False
         #: Set when the transport is gone; its result is the error, if any.
         self.lost: asyncio.Future[BaseException | None] = self._loop.create_future()
+        #: Set when the peer's Close arrived (read or not), or the transport ended.
+        self.peer_closed: asyncio.Future[None] = self._loop.create_future()
         #: Called with each Pong's payload as it arrives (keepalive).
         self.on_pong: Any = None
         #: Called when the connection is made (the server starts a handler).
@@ -97,6 +110,8 @@ class Bridge(asyncio.BufferedProtocol):
             self.process(flush=False)
         if not self.lost.done():
             self.lost.set_result(exc)
+        if not self.peer_closed.done():
+            self.peer_closed.set_result(None)
         self._wake()
         while self._drain_waiters:
             waiter = self._drain_waiters.popleft()
@@ -108,6 +123,9 @@ class Bridge(asyncio.BufferedProtocol):
 
     def resume_writing(self) -> None:
         self._writing_paused = False
+        if self._answer_backlog:
+            self._answer_backlog = 0
+            self._update_reading()
         while self._drain_waiters:
             waiter = self._drain_waiters.popleft()
             if not waiter.done():
@@ -126,19 +144,25 @@ class Bridge(asyncio.BufferedProtocol):
                     self.on_pong(event.payload)
         except (RemoteProtocolError, HandshakeError) as exc:
             self.error = exc
+        if core.close_received is not None and not self.peer_closed.done():
+            self.peer_closed.set_result(None)
         if flush:
-            self.flush()
+            sent = self.flush()
+            if self._writing_paused:
+                self._answer_backlog += sent
         if core.close_expected() and not self._closing:
             self._close_transport()
-        if len(events) >= self.max_queue and not self._reading_paused:
-            self._pause_reading()
+        if len(events) >= self.max_queue:
+            self._queue_full = True
+        self._update_reading()
         self._wake()
 
     def pop(self) -> Event:
         """Take the first queued event; the queue must not be empty."""
         event = self.events.popleft()
-        if self._reading_paused and len(self.events) <= self._resume_at:
-            self._resume_reading()
+        if self._queue_full and len(self.events) <= self._resume_at:
+            self._queue_full = False
+            self._update_reading()
         return event
 
     async def next_event(self, deadline: float | None = None) -> Event:
@@ -169,6 +193,15 @@ class Bridge(asyncio.BufferedProtocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def _update_reading(self) -> None:
+        if self._closing:
+            return  # closing: reading drains the peer (see _close_transport)
+        pause = self._queue_full or self._answer_backlog > _MAX_ANSWER_BACKLOG
+        if pause and not self._reading_paused:
+            self._pause_reading()
+        elif not pause and self._reading_paused:
+            self._resume_reading()
+
     def _pause_reading(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self._reading_paused = True
@@ -181,11 +214,13 @@ class Bridge(asyncio.BufferedProtocol):
 
     # -- writing -----------------------------------------------------------------
 
-    def flush(self) -> None:
-        """Hand what the core queued to the transport."""
+    def flush(self) -> int:
+        """Hand what the core queued to the transport; return how many bytes."""
         data = self.core.data_to_send()
         if data and self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
+            return len(data)
+        return 0
 
     def check_writable(self) -> None:
         """Raise if the transport is closed: nothing written would arrive."""
@@ -240,4 +275,7 @@ class Bridge(asyncio.BufferedProtocol):
             async with asyncio.timeout(timeout):
                 await asyncio.shield(self.lost)
         except TimeoutError:
-            self.transport.abort()
+            pass
+        finally:
+            if not self.lost.done():  # timed out, or cancelled: close all the same
+                self.transport.abort()

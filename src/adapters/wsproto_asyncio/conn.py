@@ -9,7 +9,8 @@ that wait. Invariants:
 * Writes hand whole frames to the transport and then wait while its buffer
   is full, so a cancelled write leaves nothing half-written.
 * Errors on the read side are permanent (gorilla's rule): after one, every
-  read raises it again. A write deadline that passes closes the connection.
+  read raises it again. A write deadline that passes closes the connection,
+  and every later write raises the same TimeoutError.
 * One task may read and one may write at a time; a second gets
   ``ConcurrencyError``, not interleaved frames.
 """
@@ -111,6 +112,11 @@ class Conn:
         self._pong_handler: PongHandler | None = None
         self._close_handler: CloseHandler | None = None
         self._reader: MessageReader | None = None
+        # A message read_message() began joining when it was cancelled: its
+        # type and the pieces so far, so the next read loses none of it.
+        self._partial: tuple[MessageType, list[bytes]] | None = None
+        # The error of a write that failed midway; every later write raises it.
+        self._write_error: BaseException | None = None
         self._closed = False
         #: The address of this end (gorilla: ``LocalAddr``).
         self.local_addr: Any = transport.get_extra_info("sockname")
@@ -167,12 +173,13 @@ class Conn:
             if self._reader is not None:
                 await self._skip_current_message()
             self._proto.stream_messages = False
-            while True:
+            while self._partial is None:
                 event = await self._next_message_event()
                 if type(event) is Message:
                     return event.message_type, event.data
                 if type(event) is MessageStart:  # parsed while a reader streamed
-                    return event.message_type, await self._join(event.message_type)
+                    self._partial = (event.message_type, [])
+            return await self._join(*self._partial)
         finally:
             self._reading = False
 
@@ -193,6 +200,11 @@ class Conn:
             if self._reader is not None:
                 await self._skip_current_message()
             self._proto.stream_messages = True
+            if self._partial is not None:  # begun by a cancelled read_message()
+                message_type, parts = self._partial
+                self._partial = None
+                self._reader = MessageReader(self, message_type, begun=b"".join(parts))
+                return message_type, self._reader
             while True:
                 event = await self._next_message_event()
                 if isinstance(event, MessageStart):
@@ -226,16 +238,20 @@ class Conn:
                 raise
             yield data
 
-    async def _join(self, message_type: MessageType) -> str | bytes:
-        parts: list[bytes] = []
+    async def _join(
+        self, message_type: MessageType, parts: list[bytes]
+    ) -> tuple[MessageType, str | bytes]:
+        # The pieces go to self._partial's list as they come: a cancelled
+        # wait below leaves them for the next read.
         while True:
             event = await self._next_message_event()
             if isinstance(event, MessageData):
                 parts.append(event.data)
             elif isinstance(event, MessageEnd):
+                self._partial = None
                 data = b"".join(parts)
                 # The core validated the UTF-8 as it arrived.
-                return data.decode() if message_type is MessageType.TEXT else data
+                return message_type, data.decode() if message_type is MessageType.TEXT else data
 
     async def _skip_current_message(self) -> None:
         reader = self._reader
@@ -286,12 +302,11 @@ class Conn:
         Raises:
             CloseSentError: a Close was already sent.
             ConcurrencyError: another task is writing.
-            TimeoutError: the write deadline passed; the connection is closed.
+            TimeoutError: the write deadline passed (now or at an earlier
+                write); the connection is closed.
             ConnectionError: the connection is closed.
         """
-        if self._writing:
-            raise ConcurrencyError("another task is writing: a Conn has one writer at a time")
-        self._writing = True
+        self._take_writer_role()
         try:
             self._proto.send_message(message_type, data)
             await self._flush(self._write_deadline)
@@ -304,9 +319,7 @@ class Conn:
 
     async def write_prepared_message(self, message: PreparedMessage) -> None:
         """Send a prepared message (gorilla: ``WritePreparedMessage``)."""
-        if self._writing:
-            raise ConcurrencyError("another task is writing: a Conn has one writer at a time")
-        self._writing = True
+        self._take_writer_role()
         try:
             self._proto.send_prepared(message)
             await self._flush(self._write_deadline)
@@ -324,10 +337,18 @@ class Conn:
         """
         if message_type not in (MessageType.TEXT, MessageType.BINARY):
             raise LocalProtocolError("next_writer() writes text or binary messages")
+        self._take_writer_role()  # released by the writer's close()
+        return MessageWriter(self, MessageType(message_type))
+
+    def _take_writer_role(self) -> None:
         if self._writing:
             raise ConcurrencyError("another task is writing: a Conn has one writer at a time")
-        self._writing = True  # released by the writer's close()
-        return MessageWriter(self, MessageType(message_type))
+        self._check_write_error()
+        self._writing = True
+
+    def _check_write_error(self) -> None:
+        if self._write_error is not None:
+            raise self._write_error
 
     async def write_control(
         self, message_type: MessageType | int, data: bytes = b"", deadline: float | None = None
@@ -342,12 +363,20 @@ class Conn:
 
         Raises:
             CloseSentError: a Close was already sent.
-            TimeoutError: the deadline passed.
+            TimeoutError: the deadline passed; the connection is closed.
         """
         if message_type not in _CONTROL:
             raise LocalProtocolError("write_control() sends Ping, Pong or Close")
+        self._check_write_error()
         self._proto.send_message(message_type, data)
         await self._flush(deadline)
+
+    def _write_control_nowait(self, message_type: MessageType, data: bytes) -> None:
+        """Queue a control frame without waiting for the transport to take it (for serve())."""
+        self._check_write_error()
+        self._proto.send_message(message_type, data)
+        self._bridge.check_writable()
+        self._bridge.flush()
 
     async def _flush(self, deadline: float | None) -> None:
         bridge = self._bridge
@@ -355,8 +384,10 @@ class Conn:
         bridge.flush()
         try:
             await bridge.drain(deadline)
-        except TimeoutError:
-            # The peer does not read: gorilla's write deadline ends the connection.
+        except TimeoutError as exc:
+            # The peer does not read: gorilla's write deadline ends the
+            # connection, and every later write fails the same way.
+            self._write_error = exc
             bridge.abort()
             raise
 
@@ -489,8 +520,8 @@ class Conn:
     ) -> None:
         """Send a Close, wait up to ``timeout`` seconds for the peer's, then close.
 
-        Messages that arrive meanwhile are discarded. Call it from the
-        reading task, or when no task is reading.
+        If another task is reading, it reads the messages that arrive
+        meanwhile, and then the peer's Close; otherwise they are discarded.
         """
         try:
             async with asyncio.timeout(timeout):
@@ -498,8 +529,13 @@ class Conn:
                     await self.write_control(
                         MessageType.CLOSE, format_close_message(code, reason), self._write_deadline
                     )
-                while True:
-                    await self.read_message()
+                if self._reading:
+                    # Reading too would raise ConcurrencyError; the reader
+                    # drains the queue, so the peer's Close gets parsed.
+                    await asyncio.shield(self._bridge.peer_closed)
+                else:
+                    while True:
+                        await self.read_message()
         except (WebSocketError, OSError, TimeoutError):
             pass
         finally:
@@ -524,13 +560,23 @@ class MessageReader:
     may read it.
     """
 
-    def __init__(self, conn: Conn, message_type: MessageType, whole: str | bytes | None = None):
+    def __init__(
+        self,
+        conn: Conn,
+        message_type: MessageType,
+        whole: str | bytes | None = None,
+        *,
+        begun: bytes = b"",
+    ):
         self._conn = conn
         #: ``MessageType.TEXT`` or ``MessageType.BINARY``.
         self.message_type = message_type
-        self._pending = (
-            b"" if whole is None else (whole.encode() if isinstance(whole, str) else whole)
-        )
+        # Received and not yet read. Pieces are added here as they arrive, so
+        # a cancelled read() leaves them for the next; deleting from the
+        # front of a bytearray is cheap, so small reads of a big message are too.
+        self._pending = bytearray(begun)
+        if whole is not None:
+            self._pending += whole.encode() if isinstance(whole, str) else whole
         self._done = whole is not None
         self._discarded = False
 
@@ -538,17 +584,14 @@ class MessageReader:
         """Read up to ``size`` bytes (all the rest with -1); ``b""`` at the end."""
         self._check_current()
         if size is None or size < 0:
-            parts = [self._pending]
-            self._pending = b""
             while not self._done:
                 await self._pull()
-                parts.append(self._pending)
-                self._pending = b""
-            return b"".join(parts)
-        while not self._pending and not self._done:
-            await self._pull()
-        chunk = self._pending[:size]
-        self._pending = self._pending[size:]
+            size = len(self._pending)
+        else:
+            while not self._pending and not self._done:
+                await self._pull()
+        chunk = bytes(self._pending[:size])
+        del self._pending[:size]
         return chunk
 
     def __aiter__(self) -> AsyncIterator[bytes]:
@@ -573,14 +616,14 @@ class MessageReader:
         finally:
             conn._reading = False
         if isinstance(event, MessageData):
-            self._pending = event.data
+            self._pending += event.data
         elif isinstance(event, MessageEnd):
             self._done = True
             conn._reader = None
 
     async def _discard(self) -> None:
         self._discarded = True
-        self._pending = b""
+        self._pending.clear()
         while not self._done:
             event = await self._conn._next_message_event()
             if isinstance(event, MessageEnd):
@@ -660,6 +703,7 @@ class MessageWriter:
         with memoryview(buffer) as view:
             data = bytes(view[: self._filled])  # the core may keep it: the buffer is reused
         self._filled = 0
+        self._conn._check_write_error()
         core = self._conn._proto
         if self._type is MessageType.TEXT:
             core.send_text(data, fin=fin)

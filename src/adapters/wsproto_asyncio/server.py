@@ -129,8 +129,10 @@ class Server:
             self._server.close()
         going_away = format_close_message(CloseCode.GOING_AWAY, _GOING_AWAY)
         for conn in list(self._conns):
-            with suppress(WebSocketError, OSError, TimeoutError):
-                await conn.write_control(MessageType.CLOSE, going_away, deadline=deadline)
+            # Queue the Close without waiting: a peer that doesn't read must
+            # not hold up the Close of the others.
+            with suppress(WebSocketError, OSError):
+                conn._write_control_nowait(MessageType.CLOSE, going_away)
         tasks = list(self._tasks)
         if tasks:
             await asyncio.wait(tasks, timeout=max(0.0, deadline - loop.time()))
@@ -186,20 +188,26 @@ async def serve(
         port: the port, 0 for any free one (see ``server.address``).
         upgrader: handshake options.
         http_handler: answers plain HTTP requests: ``(status, headers, body)``.
-        ssl_context: serve ``wss://`` with this TLS context.
+        ssl_context: serve ``wss://`` with this TLS context; the TLS handshake
+            gets the upgrader's ``handshake_timeout`` too.
         unix_path: listen on this Unix socket instead of ``host``:``port``.
         backlog: the listen backlog.
         shutdown_timeout: seconds handlers get to finish on shutdown.
     """
     server = Server(handler, upgrader or Upgrader(), http_handler, shutdown_timeout)
     loop = asyncio.get_running_loop()
+    tls: dict[str, Any] = {}
+    if ssl_context is not None:
+        # The handshake timeout covers TLS too: asyncio runs that handshake
+        # before the protocol exists, so it gets the same bound of its own.
+        tls = {"ssl": ssl_context, "ssl_handshake_timeout": server.upgrader.handshake_timeout}
     if unix_path is not None:
         listener = await loop.create_unix_server(
-            server.protocol_factory, unix_path, ssl=ssl_context, backlog=backlog
+            server.protocol_factory, unix_path, backlog=backlog, **tls
         )
     else:
         listener = await loop.create_server(
-            server.protocol_factory, host, port, ssl=ssl_context, backlog=backlog
+            server.protocol_factory, host, port, backlog=backlog, **tls
         )
     server.attach(listener)
     return server

@@ -87,14 +87,17 @@ class Upgrader(UpgraderOptions):
             HandshakeError: the request was not a valid WebSocket handshake
                 (a plain HTTP request gets 426); the HTTP error response was
                 sent and the connection closed.
-            TimeoutError: the request did not arrive within ``handshake_timeout``.
+            TimeoutError: the request did not arrive within ``handshake_timeout``
+                (with ``ssl_context``, the TLS handshake gets as long again).
             OSError: the connection failed.
         """
         loop = asyncio.get_running_loop()
         bridge = self.new_bridge()
         if isinstance(connection, socket.socket):
             try:
-                await loop.connect_accepted_socket(lambda: bridge, connection, ssl=ssl_context)
+                # The handshake timeout bounds the TLS handshake as well.
+                async with asyncio.timeout(self.handshake_timeout):
+                    await loop.connect_accepted_socket(lambda: bridge, connection, ssl=ssl_context)
             except BaseException:
                 connection.close()
                 raise
