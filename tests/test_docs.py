@@ -14,6 +14,7 @@ import pytest
 
 import wsproto_asyncio
 import wsproto_sync
+import wsproto_trio
 from wsproto_core import HandshakeRequest, Message, ServerConnection
 
 DOCS = Path(__file__).parent.parent / "docs"
@@ -109,12 +110,21 @@ def test_asyncio_guide_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out == "(<MessageType.TEXT: 1>, 'hello')\n"
 
 
+def test_trio_guide_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    blocks = python_blocks(DOCS / "trio.md")
+    runnable = [block for block in blocks if "doctest: +SKIP" not in block]
+    assert len(runnable) == 1
+    exec(compile(runnable[0], "docs/trio.md", "exec"), {})
+    assert capsys.readouterr().out == "(<MessageType.TEXT: 1>, 'hello')\n"
+
+
 @pytest.mark.parametrize(
-    ("guide", "module"), [("sync.md", wsproto_sync), ("asyncio.md", wsproto_asyncio)]
+    ("guide", "module"),
+    [("sync.md", wsproto_sync), ("asyncio.md", wsproto_asyncio), ("trio.md", wsproto_trio)],
 )
 def test_guides_name_every_public_name(guide: str, module: ModuleType) -> None:
     text = (DOCS / guide).read_text()
-    if module is wsproto_asyncio:  # it refers to the sync guide for what they share
+    if module is not wsproto_sync:  # the async guides refer to the sync one for what is shared
         text += (DOCS / "sync.md").read_text()
     missing = [name for name in module.__all__ if f"`{name}" not in text]
     assert missing == []
