@@ -103,7 +103,8 @@ class Connection:
             ``None`` for none; a longer message fails the connection with 1009.
         auto_pong: answer each Ping with a Pong automatically.
         stream_messages: deliver messages as :class:`MessageStart`,
-            :class:`MessageData`, :class:`MessageEnd` instead of whole.
+            :class:`MessageData`, :class:`MessageEnd` instead of whole; see
+            also :attr:`stream_min_size`.
         random_bytes: the source of masking keys; must be unpredictable
             (RFC 6455 §10.3). Replace it only in tests.
     """
@@ -128,6 +129,11 @@ class Connection:
         self.auto_pong = auto_pong
         #: Deliver the next messages in pieces; takes effect at the next message.
         self.stream_messages = stream_messages
+        #: In streaming mode, an uncompressed, unfragmented message shorter
+        #: than this whose frame is already here whole comes as one
+        #: :class:`Message`: three events would cost more and save no memory.
+        #: 0 (the default) streams every message.
+        self.stream_min_size = 0
         self._random_bytes = random_bytes
         self._mask_pool = b""
         self._mask_pos = 0
@@ -192,6 +198,15 @@ class Connection:
         if value is not None and value < 0:
             raise LocalProtocolError("max_message_size must be >= 0, or None for no limit")
         self._max_size = value
+
+    @property
+    def buffered_input(self) -> int:
+        """Bytes received and not yet turned into events.
+
+        An adapter that parses ahead of its reader can stop reading from
+        the network while this is large, and so bound its memory.
+        """
+        return len(self._buffer) - self._pos
 
     def close_expected(self) -> bool:
         """Tell whether the transport should be closed now.
@@ -298,7 +313,13 @@ class Connection:
                     if len(buf) < end:
                         return self._end_of_input()
                     return self._control(opcode, self._take(start, end, mask_key, 0))
-                if fin and opcode and not rsv and not self.stream_messages and len(buf) >= end:
+                if (
+                    fin
+                    and opcode
+                    and not rsv
+                    and len(buf) >= end
+                    and (not self.stream_messages or length < self.stream_min_size)
+                ):
                     # The common case in one step: a whole unfragmented message
                     # is here (_check_header applied the read limit).
                     payload = self._take(start, end, mask_key, 0)

@@ -315,6 +315,20 @@ class TestUtf8:
         )
 
 
+class TestBufferedInput:
+    def test_counts_what_was_received_and_not_parsed(self) -> None:
+        conn = server()
+        assert conn.buffered_input == 0
+        wire = client_frame(Opcode.TEXT, b"one") + client_frame(Opcode.TEXT, b"two")
+        conn.receive_data(wire + b"\x81")  # and the first byte of a third frame
+        assert conn.buffered_input == len(wire) + 1
+        assert conn.next_event() == Message(data="one")
+        assert conn.buffered_input == len(wire) // 2 + 1
+        assert conn.next_event() == Message(data="two")
+        assert conn.next_event() is None
+        assert conn.buffered_input == 1
+
+
 class TestStreaming:
     def test_event_order(self) -> None:
         conn = server(stream_messages=True)
@@ -344,6 +358,37 @@ class TestStreaming:
         piece = bytes(range(256)) * 256
         for _ in range(16):
             assert feed(conn, piece) == [MessageData(data=piece)]
+
+    def test_small_whole_messages_come_whole_below_stream_min_size(self) -> None:
+        conn = server(stream_messages=True)
+        conn.stream_min_size = 4
+        got = feed(
+            conn,
+            client_frame(Opcode.TEXT, "hé".encode()),  # 3 bytes, here whole: one event
+            client_frame(Opcode.BINARY, b"four"),  # not below 4: streamed
+            client_frame(Opcode.TEXT, b"ab", fin=False),  # fragmented: streamed
+            client_frame(Opcode.CONTINUATION, b"c"),
+        )
+        assert got == [
+            Message(data="hé"),
+            MessageStart(message_type=MessageType.BINARY),
+            MessageData(data=b"four"),
+            MessageEnd(),
+            MessageStart(message_type=MessageType.TEXT),
+            MessageData(data=b"ab"),
+            MessageData(data=b"c"),
+            MessageEnd(),
+        ]
+
+    def test_a_small_message_still_arriving_is_streamed(self) -> None:
+        conn = server(stream_messages=True)
+        conn.stream_min_size = 100
+        wire = client_frame(Opcode.BINARY, b"x" * 10)
+        assert feed(conn, wire[:-3]) == [
+            MessageStart(message_type=MessageType.BINARY),
+            MessageData(data=b"x" * 7),
+        ]
+        assert feed(conn, wire[-3:]) == [MessageData(data=b"xxx"), MessageEnd()]
 
     def test_toggle_takes_effect_at_the_next_message(self) -> None:
         conn = server()
