@@ -213,18 +213,39 @@ async def test_pings_are_answered_and_keepalive_measured_while_nobody_reads(anyi
         assert 0 <= server.latency < 0.1
 
 
-async def test_reading_pauses_while_the_queue_is_full(anyio_backend):
-    dialer = ws.Dialer(max_queue=4)
-    async with raw_server(ws, dialer) as (client, peer):
+async def test_reading_pauses_while_unread_messages_pile_up(anyio_backend):
+    # The bridge parses no further than the first unread message; what
+    # follows waits unparsed, and past 256 KiB the transport stops reading.
+    async with raw_server(ws, ws.Dialer()) as (client, peer):
         transport = client.net_conn()
-        for i in range(4):
-            await peer.send(Opcode.TEXT, b"%d" % i)
+        payload = bytes(10_000)
+        for _ in range(40):
+            await peer.send(Opcode.BINARY, payload)
         with anyio.fail_after(2):
             while transport.is_reading():
                 await asyncio.sleep(0.01)
-        assert [await client.read_message() for _ in range(4)] == [
-            (ws.MessageType.TEXT, str(i)) for i in range(4)
-        ]
+        assert client.protocol.buffered_input > 256 * 1024
+        assert [await client.read_message() for _ in range(40)] == [
+            (ws.MessageType.BINARY, payload)
+        ] * 40
+        assert transport.is_reading()  # resumed once the reader caught up
+
+
+async def test_reading_pauses_while_the_queue_is_full(anyio_backend):
+    # Control frames are handled ahead of the reader, up to max_queue events.
+    dialer = ws.Dialer(max_queue=4)
+    async with raw_server(ws, dialer) as (client, peer):
+        transport = client.net_conn()
+        pings: list[bytes] = []
+        client.set_pong_handler(pings.append)
+        for i in range(6):
+            await peer.send(Opcode.PONG, b"%d" % i)
+        with anyio.fail_after(2):
+            while transport.is_reading():
+                await asyncio.sleep(0.01)
+        await peer.send(Opcode.TEXT, b"after")
+        assert await client.read_message() == (ws.MessageType.TEXT, "after")
+        assert pings == [b"%d" % i for i in range(6)]
         assert transport.is_reading()  # resumed once the reader caught up
 
 

@@ -3,12 +3,21 @@
 Invariants:
 
 * Bytes go to the core as soon as the transport delivers them, and the core
-  is asked for events right away, so Pongs, the Close echo and the Close
-  that fails a connection leave at once, whether or not anyone reads.
-* Events wait in a queue for the reader. When it holds ``max_queue``
-  events, the transport stops reading until the reader catches up, so a
-  fast peer and a slow reader cannot make memory grow: the peer's writes
-  wait in TCP instead.
+  is asked for events right away, up to the first message event: so Pings,
+  Pongs and Closes that arrive while the application is busy are handled
+  at once (Pongs and the Close echo leave whether or not anyone reads).
+* Parsing never runs more than one message event ahead of the reader: the
+  next one is parsed when the reader asks for it. So a protocol error
+  behind a message is found, and the connection failed, only after the
+  application has had that message and answered it, as a blocking reader
+  would (Autobahn calls the other order "non-strict").
+* The core streams every message (``stream_messages``): a large one comes
+  in bounded pieces, whether the application reads it whole or with
+  ``next_reader()``; one under 64 KiB that arrived whole comes as one event.
+* Unparsed input waits in the core. When more than ``_MAX_UNPARSED``
+  bytes wait, or ``max_queue`` events, the transport stops reading until
+  the reader catches up, so a fast peer and a slow reader cannot make
+  memory grow: the peer's writes wait in TCP instead.
 * What the core answers on its own (Pongs, the Close echo) cannot pile up
   either: when more than ``_MAX_ANSWER_BACKLOG`` bytes of it wait behind a
   full transport, reading stops until the peer reads. So a peer that sends
@@ -32,6 +41,10 @@ from wsproto_core import (
     Connection,
     Event,
     HandshakeError,
+    Message,
+    MessageData,
+    MessageEnd,
+    MessageStart,
     Pong,
     RemoteProtocolError,
 )
@@ -42,6 +55,9 @@ __all__ = ["Bridge"]
 DEFAULT_MAX_QUEUE = 16
 _LINGER = 1.0  # seconds to drain a peer that keeps sending after we failed the connection
 _MAX_ANSWER_BACKLOG = 65536  # bytes of automatic answers buffered while the peer doesn't read
+_MAX_UNPARSED = 256 * 1024  # bytes received and not yet parsed before reading pauses
+_WHOLE_BELOW = 65536  # smaller messages that arrived whole come as one event
+_MESSAGE_EVENTS = frozenset({Message, MessageStart, MessageData, MessageEnd})
 
 
 class Bridge(asyncio.BufferedProtocol):
@@ -55,6 +71,8 @@ class Bridge(asyncio.BufferedProtocol):
         max_queue: int = DEFAULT_MAX_QUEUE,
     ) -> None:
         self.core = core
+        core.stream_messages = True  # every message in bounded pieces (see above)
+        core.stream_min_size = _WHOLE_BELOW
         self.transport: asyncio.Transport | None = None
         self.events: collections.deque[Event] = collections.deque()
         #: A peer error met while parsing; raised once the queue is empty.
@@ -72,6 +90,9 @@ class Bridge(asyncio.BufferedProtocol):
         # the answers the core queued on its own (bytes sent since writing paused).
         self._queue_full = False
         self._answer_backlog = 0
+        self._unread_messages = 0  # message events queued and not yet read
+        #: ``loop.time()`` of the last bytes received: the peer was alive then.
+        self.last_received = 0.0
         self._closing = False
         #: Set when the transport is gone; its result is the error, if any.
         self.lost: asyncio.Future[BaseException | None] = self._loop.create_future()
@@ -95,6 +116,7 @@ class Bridge(asyncio.BufferedProtocol):
         return self._view
 
     def buffer_updated(self, nbytes: int) -> None:
+        self.last_received = self._loop.time()
         self.core.receive_data(bytes(self._view[:nbytes]))
         self.process()
 
@@ -134,16 +156,32 @@ class Bridge(asyncio.BufferedProtocol):
     # -- reading -----------------------------------------------------------------
 
     def process(self, *, flush: bool = True) -> None:
-        """Move the core's events to the queue and send what it queued."""
+        """Parse up to the first unread message event, and send what the core queued."""
+        if not self._unread_messages:
+            self._parse()
+        self._settle(flush=flush)
+
+    def _parse(self) -> None:
         core = self.core
         events = self.events
         try:
-            while (event := core.next_event()) is not None:
+            while len(events) < self.max_queue:
+                event = core.next_event()
+                if event is None:
+                    break
                 events.append(event)
-                if type(event) is Pong and self.on_pong is not None:
-                    self.on_pong(event.payload)
+                cls = type(event)
+                if cls in _MESSAGE_EVENTS:
+                    self._unread_messages += 1
+                    break  # no further ahead of the reader (see the invariants)
+                if cls is Pong and self.on_pong is not None:
+                    self.on_pong(event.payload)  # type: ignore[attr-defined]
         except (RemoteProtocolError, HandshakeError) as exc:
             self.error = exc
+
+    def _settle(self, *, flush: bool = True) -> None:
+        """After parsing: answer, close if the core says so, pace the reading, wake the reader."""
+        core = self.core
         if core.close_received is not None and not self.peer_closed.done():
             self.peer_closed.set_result(None)
         if flush:
@@ -152,14 +190,15 @@ class Bridge(asyncio.BufferedProtocol):
                 self._answer_backlog += sent
         if core.close_expected() and not self._closing:
             self._close_transport()
-        if len(events) >= self.max_queue:
-            self._queue_full = True
+        self._queue_full = len(self.events) >= self.max_queue
         self._update_reading()
         self._wake()
 
     def pop(self) -> Event:
         """Take the first queued event; the queue must not be empty."""
         event = self.events.popleft()
+        if type(event) in _MESSAGE_EVENTS:
+            self._unread_messages -= 1
         if self._queue_full and len(self.events) <= self._resume_at:
             self._queue_full = False
             self._update_reading()
@@ -175,6 +214,12 @@ class Bridge(asyncio.BufferedProtocol):
         """
         events = self.events
         while not events:
+            if self.error is not None:
+                raise self.error
+            self._parse()  # the reader asks: parse the next event, if it is here
+            self._settle()
+            if events:
+                break
             if self.error is not None:
                 raise self.error
             waiter = self._waiter = self._loop.create_future()
@@ -196,7 +241,11 @@ class Bridge(asyncio.BufferedProtocol):
     def _update_reading(self) -> None:
         if self._closing:
             return  # closing: reading drains the peer (see _close_transport)
-        pause = self._queue_full or self._answer_backlog > _MAX_ANSWER_BACKLOG
+        pause = (
+            self._queue_full
+            or self._answer_backlog > _MAX_ANSWER_BACKLOG
+            or self.core.buffered_input > _MAX_UNPARSED
+        )
         if pause and not self._reading_paused:
             self._pause_reading()
         elif not pause and self._reading_paused:

@@ -172,12 +172,11 @@ class Conn:
         try:
             if self._reader is not None:
                 await self._skip_current_message()
-            self._proto.stream_messages = False
             while self._partial is None:
                 event = await self._next_message_event()
                 if type(event) is Message:
                     return event.message_type, event.data
-                if type(event) is MessageStart:  # parsed while a reader streamed
+                if type(event) is MessageStart:  # a large message, or one still arriving
                     self._partial = (event.message_type, [])
             return await self._join(*self._partial)
         finally:
@@ -199,7 +198,6 @@ class Conn:
         try:
             if self._reader is not None:
                 await self._skip_current_message()
-            self._proto.stream_messages = True
             if self._partial is not None:  # begun by a cancelled read_message()
                 message_type, parts = self._partial
                 self._partial = None
@@ -210,7 +208,7 @@ class Conn:
                 if isinstance(event, MessageStart):
                     self._reader = MessageReader(self, event.message_type)
                     return event.message_type, self._reader
-                if isinstance(event, Message):  # parsed before streaming was on
+                if isinstance(event, Message):  # a small message that arrived whole
                     self._reader = MessageReader(self, event.message_type, event.data)
                     return event.message_type, self._reader
         finally:
@@ -475,6 +473,10 @@ class Conn:
                 async with asyncio.timeout_at(sent_at + timeout):
                     await answered
             except TimeoutError:
+                if self._bridge.last_received > sent_at:
+                    # No Pong yet, but the peer sent more since the Ping: it
+                    # is alive, and its Pong waits behind messages not yet read.
+                    continue
                 self._fail_keepalive()
                 return
             except (WebSocketError, ConnectionError):
