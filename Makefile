@@ -15,7 +15,7 @@ WSTEST := $(HOME)/.venvs/abt/bin/wstest
 demo: $(STAMP)
 	$(BIN)/wsproto demo
 
-test: lint typecheck unit fuzz-smoke
+test: lint typecheck unit fuzz-smoke autobahn-fast
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
