@@ -16,11 +16,27 @@ def test_demo_reports_every_step() -> None:
     out = io.StringIO()
     assert run_demo(out) == 0
     report = out.getvalue()
-    assert report.count("[ok  ]") == 7
+    assert report.count("[ok  ]") == 7 + 3 * 7  # the core in memory, then each adapter
     assert "FAIL" not in report
-    assert "subprotocol 'chat.v1'" in report
-    assert "SHA-256 equal" in report
+    for adapter in ("wsproto_sync", "wsproto_asyncio", "wsproto_trio"):
+        assert f"{adapter}: a server and a client over loopback" in report
+    assert report.count("subprotocol 'chat.v1'") == 4
+    assert report.count("SHA-256 equal") == 4
+    assert report.count("server saw 1000; both sides closed") == 3
     assert report.rstrip().endswith("all steps passed")
+
+
+def test_demo_reports_a_failing_adapter_without_crashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken() -> object:
+        raise ConnectionRefusedError("no server")
+
+    monkeypatch.setattr("wsproto_cli.demo_adapters.run_trio", broken)
+    out = io.StringIO()
+    assert run_demo(out) == 1
+    report = out.getvalue()
+    assert "[FAIL] run" in report
+    assert "ConnectionRefusedError: no server" in report
+    assert report.rstrip().endswith("1 step(s) failed")
 
 
 def test_demo_command_exits_zero() -> None:
