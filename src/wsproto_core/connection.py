@@ -16,6 +16,10 @@ Invariants:
   decoded, size-checked and UTF-8-checked piece by piece, so the receive
   buffer never holds more than the last read, errors are found at the first
   bad byte, and nothing larger than the read limit is ever allocated.
+* A piece is at most ``MAX_PIECE_SIZE`` bytes, before and after decoding
+  (when the extensions keep to it): what an extension holds back is passed on
+  before more payload is read, so a streamed message of any size, compressed
+  or not, passes in bounded memory.
 * Once a Close frame is received or the connection fails, input is
   discarded (RFC 6455 §1.4, §7.1.7).
 * Every state change goes through :func:`~wsproto_core.state.transition`.
@@ -44,8 +48,21 @@ from .events import (
     Ping,
     Pong,
 )
-from .extensions.base import PLAIN, ClientExtensionFactory, Extension, ServerExtensionFactory
-from .frames import format_close_message, parse_close_payload, read_header, serialize_header
+from .extensions.base import (
+    MAX_PIECE_SIZE,
+    PLAIN,
+    ClientExtensionFactory,
+    Extension,
+    ServerExtensionFactory,
+)
+from .frames import (
+    RSV1,
+    RSV3,
+    format_close_message,
+    parse_close_payload,
+    read_header,
+    serialize_header,
+)
 from .handshake import (
     DEFAULT_MAX_HANDSHAKE_SIZE,
     DEFAULT_MAX_REJECTED_BODY_SIZE,
@@ -74,7 +91,6 @@ __all__ = [
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
 _MASK_POOL = 4096  # random bytes fetched at once: 1024 masking keys per system call
 _SMALL = 4096  # payloads below this are sliced, above it copied through a memoryview
-_MAX_PIECE = 256 * 1024  # the most payload given to an extension or a stream at once
 
 Data = bytes | bytearray | memoryview
 
@@ -103,8 +119,9 @@ class Connection:
             ``None`` for none; a longer message fails the connection with 1009.
         auto_pong: answer each Ping with a Pong automatically.
         stream_messages: deliver messages as :class:`MessageStart`,
-            :class:`MessageData`, :class:`MessageEnd` instead of whole; see
-            also :attr:`stream_min_size`.
+            :class:`MessageData`, :class:`MessageEnd` instead of whole; each
+            :class:`MessageData` holds at most ``MAX_PIECE_SIZE`` (256 KiB),
+            decompressed or not. See also :attr:`stream_min_size`.
         random_bytes: the source of masking keys; must be unpredictable
             (RFC 6455 §10.3). Replace it only in tests.
     """
@@ -164,6 +181,12 @@ class Connection:
         self._streaming = False
         self._parts: list[bytes] | list[str] = []
         self._utf8: Utf8Decoder | None = None
+        # The extensions that decode the message, in the order they run, with
+        # their RSV bits; and whether they hold back output of the last piece
+        # of payload (and whether that piece was the message's last).
+        self._decoders: tuple[tuple[Extension, int], ...] = ()
+        self._held = False
+        self._held_last = False
         # The message being sent in fragments, if any.
         self._sending: Opcode | None = None
 
@@ -175,6 +198,18 @@ class Connection:
             claimed |= extension.rsv
         self.extensions: tuple[Extension, ...] = tuple(extensions)
         self._claimed_rsv = claimed
+        # For each RSV value a message may start with: the extensions that
+        # decode it, with their bits. Decoding undoes encoding, so they run in
+        # the reverse of the order they were negotiated in (and encode in).
+        self._decoders_by_rsv = {
+            rsv: tuple(
+                (extension, rsv & extension.rsv)
+                for extension in reversed(self.extensions)
+                if rsv & extension.rsv
+            )
+            for rsv in range(0, RSV1 << 1, RSV3)
+            if not rsv & ~claimed
+        }
 
     # -- properties -------------------------------------------------------------
 
@@ -300,6 +335,14 @@ class Connection:
         while True:
             if self.close_received is not None or self._failed:
                 return None
+            if self._held:
+                # Pass on what the extensions kept back, a piece at a time,
+                # before reading more: a streamed message stays bounded.
+                chunk, last = self._decode(None, self._held_last)
+                event = self._message_piece(chunk, last)
+                if event is not None:
+                    return event
+                continue
             pos = self._pos
             if not self._in_frame:
                 header = read_header(buf, pos)
@@ -341,10 +384,10 @@ class Connection:
                 if not available:
                     return self._end_of_input()
                 size = available
-            if size > _MAX_PIECE and (self._rsv or self._streaming):
+            if size > MAX_PIECE_SIZE and (self._rsv or self._streaming):
                 # Bounded pieces keep what an extension or a stream handles
                 # at once small, whatever the size of the read.
-                size = _MAX_PIECE
+                size = MAX_PIECE_SIZE
             chunk = self._take(pos, pos + size, self._frame_key, self._offset)
             self._offset += size
             self._remaining -= size
@@ -352,6 +395,8 @@ class Connection:
             if not self._remaining:
                 self._in_frame = False
                 last = self._fin
+            if self._decoders:
+                chunk, last = self._decode(chunk, last)
             event = self._message_piece(chunk, last)
             if event is not None:
                 return event
@@ -450,6 +495,7 @@ class Connection:
         self._reading = True
         self._text = opcode == Opcode.TEXT
         self._rsv = rsv
+        self._decoders = self._decoders_by_rsv[rsv]
         self._size = 0
         self._streaming = self.stream_messages
         self._parts = []
@@ -459,8 +505,6 @@ class Connection:
         return None
 
     def _message_piece(self, chunk: bytes, last: bool) -> Event | None:
-        if self._rsv:
-            chunk = self._decode(chunk, last)
         size = self._size = self._size + len(chunk)
         limit = self._max_size
         if limit is not None and size > limit:
@@ -503,19 +547,46 @@ class Connection:
             self._parts.append(chunk)  # type: ignore[arg-type]
         return None
 
-    def _decode(self, chunk: bytes, last: bool) -> bytes:
+    def _decode(self, chunk: bytes | None, last: bool) -> tuple[bytes, bool]:
+        """Run a piece of payload through the message's extensions.
+
+        Args:
+            chunk: the next piece of payload, or ``None`` for more of what the
+                extensions held back (``self._held``).
+            last: the piece of payload is the message's last.
+
+        Returns:
+            Decoded bytes (at most a piece), and whether they end the message.
+        """
+        decoders = self._decoders
         limit = None if self._max_size is None else self._max_size - self._size
-        for extension in reversed(self.extensions):
-            rsv = self._rsv & extension.rsv
-            if not rsv:
-                continue
-            try:
-                chunk = extension.decode(chunk, rsv=rsv, fin=last, text=self._text, max_size=limit)
-            except RemoteProtocolError:
-                raise
-            except Exception as exc:  # a bug in an extension must not escape as a crash
-                raise RemoteProtocolError(CloseCode.INTERNAL_ERROR, "internal error") from exc
-        return chunk
+        text = self._text
+        try:
+            if chunk is None:
+                # Drain the last extension that holds output first: it must
+                # not take more input before all its output is out.
+                index = len(decoders) - 1
+                while not decoders[index][0].decode_pending:
+                    index -= 1
+                chunk = decoders[index][0].decode_more(max_size=limit)
+                index += 1
+                held = any(extension.decode_pending for extension, _ in decoders[:index])
+            else:
+                index = 0
+                held = False
+            for extension, rsv in decoders[index:]:
+                # An extension's input ends with the message's last piece
+                # only once the extensions before it hold nothing back.
+                fin = last and not held
+                chunk = extension.decode(chunk, rsv=rsv, fin=fin, text=text, max_size=limit)
+                held = held or extension.decode_pending
+        except RemoteProtocolError:
+            raise
+        except Exception as exc:  # a bug in an extension must not escape as a crash
+            raise RemoteProtocolError(CloseCode.INTERNAL_ERROR, "internal error") from exc
+        self._held = held
+        self._held_last = last
+        return chunk, last and not held
 
     def _control(self, opcode: int, payload: bytes) -> Event:
         if opcode == Opcode.PING:

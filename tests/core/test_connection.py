@@ -728,6 +728,128 @@ class TestExtensions:
             server(extensions=[XorExtension(), XorExtension()])
 
 
+class StretchExtension(Extension):
+    """A toy extension that expands: each byte comes out ``factor`` times.
+
+    Like a decompressor, it returns at most ``bound`` bytes at once (and at
+    most ``max_size + 1``) and keeps the rest for ``decode_more()``. It notes
+    every call, and every breach of the Extension contract by the connection.
+    """
+
+    name = "x-stretch"
+
+    def __init__(self, rsv: int, factor: int, bound: int) -> None:
+        self.rsv = rsv
+        self.factor = factor
+        self.bound = bound
+        self._held = b""
+        self._fin = False
+        self.calls: list[tuple[str, int, bool]] = []  # (method, input size, fin)
+        self.produced = 0
+        self.breaches: list[str] = []
+
+    @property
+    def decode_pending(self) -> bool:
+        return bool(self._held)
+
+    def _out(self, max_size: int | None) -> bytes:
+        size = self.bound if max_size is None else min(self.bound, max_size + 1)
+        out, self._held = self._held[:size], self._held[size:]
+        self.produced += len(out)
+        return out
+
+    def decode(
+        self, data: bytes, *, rsv: int, fin: bool, text: bool, max_size: int | None
+    ) -> bytes:
+        self.calls.append(("decode", len(data), fin))
+        if self._held:
+            self.breaches.append("decode() while output was held back")
+        self._held = bytes(b for b in data for _ in range(self.factor))
+        self._fin = fin
+        return self._out(max_size)
+
+    def decode_more(self, *, max_size: int | None) -> bytes:
+        self.calls.append(("decode_more", 0, self._fin))
+        if not self._held:
+            self.breaches.append("decode_more() with nothing held back")
+        return self._out(max_size)
+
+    def encode(self, data: bytes, *, first: bool, fin: bool) -> tuple[bytes, int]:
+        raise NotImplementedError  # receiving only
+
+
+def stretched(data: bytes, factor: int) -> bytes:
+    return bytes(b for b in data for _ in range(factor))
+
+
+class TestExtensionsHoldingBackOutput:
+    """Extensions may return part of a piece's output and the rest on demand."""
+
+    def test_the_defaults_hold_nothing_back(self) -> None:
+        xor = XorExtension()
+        assert not xor.decode_pending
+        assert xor.decode_more(max_size=None) == b""
+
+    @pytest.mark.parametrize("stream", [True, False], ids=["stream_messages", "whole"])
+    def test_pieces_are_pulled_through_every_extension_in_order(self, stream: bool) -> None:
+        # Negotiated [outer, inner]: inner decodes first and feeds outer. Both
+        # hold back, so the connection drains outer, then pulls more of inner.
+        outer = StretchExtension(RSV2, 3, bound=5)
+        inner = StretchExtension(RSV3, 2, bound=7)
+        conn = server(extensions=[outer, inner], stream_messages=stream)
+        wire = client_frame(Opcode.BINARY, b"abc", fin=False, rsv=RSV2 | RSV3)
+        wire += client_frame(Opcode.CONTINUATION, b"") + client_frame(Opcode.PING, b"p")
+        got = feed(conn, wire)
+        data = stretched(b"abc", 6)
+        if stream:
+            assert got[0] == MessageStart(message_type=MessageType.BINARY)
+            pieces = [e.data for e in got if isinstance(e, MessageData)]
+            assert b"".join(pieces) == data
+            assert max(map(len, pieces)) == 5
+            assert got[-2:] == [MessageEnd(), Ping(payload=b"p")]
+        else:
+            assert got == [Message(data=data), Ping(payload=b"p")]
+        assert (outer.breaches, inner.breaches) == ([], [])
+        # Each saw its input end once, as its last call: inner with the empty
+        # last frame, outer after all of inner's output.
+        assert [call for call in inner.calls if call[2]] == [("decode", 0, True)]
+        assert outer.calls[-1] == ("decode", 0, True)
+        assert [call[2] for call in outer.calls].count(True) == 1
+
+    def test_an_extension_after_one_that_holds_back(self) -> None:
+        # Only the first to decode holds back; the next one transforms each piece.
+        conn = server(extensions=[XorExtension(), StretchExtension(RSV3, 4, bound=3)])
+        conn.stream_messages = True
+        payload = bytes(b ^ 0x55 for b in b"xyz")
+        got = feed(conn, client_frame(Opcode.TEXT, payload, rsv=RSV2 | RSV3))
+        pieces = [e.data for e in got if isinstance(e, MessageData)]
+        assert b"".join(pieces) == stretched(b"xyz", 4)
+        assert [len(piece) for piece in pieces] == [3, 3, 3, 3]
+        assert got[-1] == MessageEnd()
+
+    @pytest.mark.parametrize("stream", [True, False], ids=["stream_messages", "whole"])
+    def test_the_read_limit_counts_what_comes_out(self, stream: bool) -> None:
+        stretch = StretchExtension(RSV3, 10, bound=4)
+        conn = server(extensions=[stretch], max_message_size=25, stream_messages=stream)
+        conn.receive_data(client_frame(Opcode.BINARY, b"abc", rsv=RSV3))  # 30 bytes out
+        with pytest.raises(ReadLimitError):
+            events(conn)
+        # Asked for no more than the room left under the limit, plus one.
+        assert stretch.produced == 26
+        assert stretch.breaches == []
+
+    def test_a_failure_while_holding_back_ends_the_message(self) -> None:
+        stretch = StretchExtension(RSV3, 2, bound=1)
+        conn = server(extensions=[stretch], stream_messages=True)
+        conn.receive_data(client_frame(Opcode.TEXT, b"\xe2\x82", rsv=RSV3))  # e2 e2 82 82
+        assert conn.next_event() == MessageStart(message_type=MessageType.TEXT)
+        assert conn.next_event() == MessageData(data=b"\xe2")
+        with pytest.raises(RemoteProtocolError) as info:
+            conn.next_event()  # the second e2 cannot follow the first
+        assert info.value.code == CloseCode.INVALID_FRAME_PAYLOAD_DATA
+        assert conn.next_event() is None  # nothing held back comes out
+
+
 class TestPair:
     @pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536])
     def test_sizes_both_ways(self, size: int) -> None:

@@ -7,18 +7,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import random
 import tracemalloc
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import wsproto_core.connection
 from wsproto_core import (
     ClientConnection,
     CloseCode,
@@ -53,6 +55,8 @@ from wsproto_core.extensions import (
     PerMessageDeflate,
     ServerPerMessageDeflate,
 )
+from wsproto_core.extensions import permessage_deflate as pmd_module
+from wsproto_core.extensions.base import MAX_PIECE_SIZE
 from wsproto_core.frames import RSV1, RSV2, RSV3
 
 PMD = "permessage-deflate"
@@ -895,6 +899,403 @@ def test_an_uncompressed_message_passes_through_the_extension() -> None:
         serialize_frame(Opcode.TEXT, second, rsv=RSV1),
     )
     assert events == [Message(data="Hello"), Message(data=b"\xff\xfe"), Message(data="Hello")]
+
+
+# -- 3b. streaming in bounded pieces ---------------------------------------------
+#
+# A streamed compressed message comes out in MessageData events of at most
+# MAX_PIECE_SIZE bytes, however much one piece of input inflates to: the
+# extension keeps the rest (in zlib, and as its unconsumed_tail) until the
+# connection asks for it. Shrinking the bound (and zlib's input slices) lets
+# small messages cross every boundary.
+
+
+@contextlib.contextmanager
+def piece_bounds(piece: int, zlib_slice: int | None = None) -> Iterator[None]:
+    """Make the piece bound ``piece`` bytes (and zlib's input slices ``zlib_slice``)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(wsproto_core.connection, "MAX_PIECE_SIZE", piece)
+        patch.setattr(pmd_module, "MAX_PIECE_SIZE", piece)
+        if zlib_slice is not None:
+            patch.setattr(pmd_module, "_SLICE", zlib_slice)
+        yield
+
+
+def inflating_client(
+    limit: int | None = None, *, stream: bool = True, nct: bool = False
+) -> Connection:
+    """A client whose permessage-deflate reads the server's compressed frames."""
+    return Connection(
+        Role.CLIENT,
+        extensions=[PerMessageDeflate(remote_no_context_takeover=nct)],
+        max_message_size=limit,
+        stream_messages=stream,
+    )
+
+
+def compressed_frames(payload: bytes, *, text: bool = False, cuts: Sequence[int] = ()) -> bytes:
+    """A server's compressed message: ``payload`` in frames cut at ``cuts``."""
+    opcode = Opcode.TEXT if text else Opcode.BINARY
+    parts = fragments(payload, list(cuts))
+    return b"".join(
+        serialize_frame(
+            opcode if i == 0 else Opcode.CONTINUATION,
+            part,
+            fin=i == len(parts) - 1,
+            rsv=RSV1 if i == 0 else 0,
+        )
+        for i, part in enumerate(parts)
+    )
+
+
+def fragments_of(data: bytes, size: int) -> Iterator[bytes]:
+    return (data[i : i + size] for i in range(0, len(data), size))
+
+
+def streamed_pieces(events: list[Event]) -> list[list[bytes]]:
+    """The MessageData of each streamed message in ``events``, checking their order."""
+    messages: list[list[bytes]] = []
+    current: list[bytes] | None = None
+    for event in events:
+        if isinstance(event, MessageStart):
+            assert current is None
+            current = []
+        elif isinstance(event, MessageData):
+            assert current is not None
+            assert event.data, "an empty MessageData"
+            current.append(event.data)
+        else:
+            assert event == MessageEnd(), event
+            assert current is not None
+            messages.append(current)
+            current = None
+    assert current is None, "a message without its MessageEnd"
+    return messages
+
+
+def take_events(conn: Connection, sizes: list[int]) -> None:
+    """Call ``next_event()`` until ``None``, noting the size of each MessageData."""
+    while (event := conn.next_event()) is not None:
+        assert not isinstance(event, Message) or not conn.stream_messages
+        if isinstance(event, MessageData):
+            sizes.append(len(event.data))
+
+
+SIXTEEN_MIB_OF_S = b"s" * (16 * MiB)
+
+
+@functools.cache
+def sixteen_mib_bomb() -> bytes:
+    """16 MiB of one byte, compressed as one message: about 16 KiB."""
+    payload = raw_deflate(SIXTEEN_MIB_OF_S, level=9)
+    assert len(payload) < 20_000
+    return payload
+
+
+@pytest.mark.parametrize("read_size", [None, 4096, 100], ids=["one-read", "4k-reads", "100-b"])
+def test_a_streamed_bomb_without_limit_comes_out_in_bounded_pieces(read_size: int | None) -> None:
+    wire = compressed_frames(sixteen_mib_bomb())
+    reads = [wire] if read_size is None else list(fragments_of(wire, read_size))
+    conn = inflating_client(None)
+    sizes: list[int] = []
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        for data in reads:
+            conn.receive_data(data)
+            while (event := conn.next_event()) is not None:
+                if isinstance(event, MessageData):
+                    # Checked and dropped at once, as a program streaming it would.
+                    assert event.data.count(b"s") == len(event.data)
+                    sizes.append(len(event.data))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert not the_deflate(conn).decode_pending
+    assert sum(sizes) == len(SIXTEEN_MIB_OF_S)
+    assert max(sizes) <= MAX_PIECE_SIZE
+    if read_size is None:  # all the input at once: every piece is full but the last
+        assert sizes == [MAX_PIECE_SIZE] * (len(SIXTEEN_MIB_OF_S) // MAX_PIECE_SIZE)
+    # A piece, zlib's state and one read; nowhere near 16 MiB.
+    assert peak < 4 * MAX_PIECE_SIZE, f"peak {peak / MiB:.2f} MiB"
+
+
+def test_a_streamed_gigabyte_passes_in_constant_memory() -> None:
+    # docs/core.md: "a 1 GB message passes through in constant memory".
+    conn = inflating_client(None)
+    conn.receive_data(compressed_frames(bomb()))
+    total = pieces = 0
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        while (event := conn.next_event()) is not None:
+            if isinstance(event, MessageData):
+                assert len(event.data) <= MAX_PIECE_SIZE
+                total += len(event.data)
+                pieces += 1
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert total == BOMB_SIZE
+    assert pieces >= BOMB_SIZE // MAX_PIECE_SIZE
+    # A piece of input, a piece of output (twice while zlib builds it), zlib's
+    # state: about 1.2 MiB, for 1 GiB.
+    assert peak < 6 * MAX_PIECE_SIZE, f"peak {peak / MiB:.2f} MiB"
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream_messages", "whole"])
+@pytest.mark.parametrize("limit", [MiB, MiB + 1, 3 * MAX_PIECE_SIZE + 5, 7])
+def test_a_bomb_under_a_read_limit_fails_with_1009_at_the_limit(stream: bool, limit: int) -> None:
+    conn = inflating_client(limit, stream=stream)
+    conn.receive_data(compressed_frames(sixteen_mib_bomb()))
+    sizes: list[int] = []
+    with pytest.raises(ReadLimitError) as exc:
+        take_events(conn, sizes)
+    assert exc.value.code == CloseCode.MESSAGE_TOO_BIG
+    assert sent_close_code(conn) == CloseCode.MESSAGE_TOO_BIG
+    assert conn.state is State.CLOSED
+    if stream:
+        # The pieces before the one that passes the limit were delivered.
+        assert all(size <= MAX_PIECE_SIZE for size in sizes)
+        assert limit - MAX_PIECE_SIZE < sum(sizes) <= limit
+    assert conn.next_event() is None
+
+
+def test_held_back_output_ends_exactly() -> None:
+    # The bound falls in the last back-reference, after zlib read all its
+    # input: what zlib holds must still come out, and the tail after it.
+    data = b"a" * (MAX_PIECE_SIZE + 100)
+    conn = inflating_client(None)
+    events = drain(conn, compressed_frames(raw_deflate(data, level=9)))
+    assert streamed_pieces(events) == [[data[:MAX_PIECE_SIZE], data[MAX_PIECE_SIZE:]]]
+    whole = inflating_client(None, stream=False)
+    assert drain(whole, compressed_frames(raw_deflate(data, level=9))) == [Message(data=data)]
+
+
+def test_deflate_repr_names_the_negotiated_parameters() -> None:
+    ext = PerMessageDeflate(remote_no_context_takeover=True, local_max_window_bits=10)
+    assert repr(ext) == (
+        "PerMessageDeflate(local_no_context_takeover=False, remote_no_context_takeover=True, "
+        "local_max_window_bits=10, remote_max_window_bits=15)"
+    )
+
+
+def test_deflate_decode_keeps_back_output_past_its_bounds() -> None:
+    # The Extension contract, on PerMessageDeflate itself.
+    ext = PerMessageDeflate()
+    assert not ext.decode_pending
+    assert ext.decode_more(max_size=None) == b""
+    data = words(3 * MAX_PIECE_SIZE, seed=3)
+    payload = raw_deflate(data)
+    first = ext.decode(payload, rsv=RSV1, fin=True, text=True, max_size=9)
+    assert first == data[:10]  # max_size + 1
+    assert ext.decode_pending
+    out = [first]
+    while ext.decode_pending:
+        piece = ext.decode_more(max_size=None)
+        assert len(piece) <= MAX_PIECE_SIZE
+        out.append(piece)
+    assert b"".join(out) == data
+    assert ext.decode_more(max_size=None) == b""
+    # The context is kept: the same message again is a back-reference.
+    again = ext.decode(raw_deflate(b"x" * 10), rsv=RSV1, fin=True, text=False, max_size=None)
+    assert (again, ext.decode_pending) == (b"x" * 10, False)
+
+
+@pytest.mark.parametrize("text", [True, False], ids=["text", "binary"])
+@pytest.mark.parametrize("stream", [True, False], ids=["stream_messages", "whole"])
+def test_corrupt_data_after_held_back_output(text: bool, stream: bool) -> None:
+    # zlib meets the bad block only while the connection takes more of the
+    # piece: the same close code as ever, and nothing kept afterwards.
+    data = b"z" * (3 * MAX_PIECE_SIZE)
+    synced = zlib.compressobj(9, zlib.DEFLATED, -15)
+    payload = synced.compress(data) + synced.flush(zlib.Z_SYNC_FLUSH) + CORRUPT
+    conn = inflating_client(None, stream=stream)
+    conn.receive_data(compressed_frames(payload, text=text))
+    sizes: list[int] = []
+    with pytest.raises(RemoteProtocolError) as exc:
+        take_events(conn, sizes)
+    code = CloseCode.INVALID_FRAME_PAYLOAD_DATA if text else CloseCode.PROTOCOL_ERROR
+    assert exc.value.code == code
+    assert sent_close_code(conn) == code
+    if stream:  # the pieces before the bad block came out
+        assert len(data) - MAX_PIECE_SIZE <= sum(sizes) <= len(data)
+    else:
+        assert sizes == []
+    assert not the_deflate(conn).decode_pending
+
+
+def takeover_payloads(messages: list[bytes], takeover: bool) -> list[bytes]:
+    compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
+    payloads = []
+    for data in messages:
+        if not takeover:
+            compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
+        payloads.append((compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4])
+    return payloads
+
+
+@pytest.mark.parametrize("takeover", [True, False], ids=["takeover", "no-takeover"])
+def test_context_takeover_across_streamed_messages_in_pieces(takeover: bool) -> None:
+    # Each message inflates to several pieces. With takeover, the next one
+    # starts with back-references into the end of the one before (the
+    # 32 KiB window), which the draining of its pieces must have kept.
+    first = words(2 * MAX_PIECE_SIZE + 1234, seed=21)
+    second = first[-30_000:] + words(MAX_PIECE_SIZE + 99, seed=22)
+    third = second[-30_000:] + first
+    messages = [first, second, third]
+    payloads = takeover_payloads(messages, takeover)
+    if takeover:
+        assert len(payloads[1]) + 5000 < len(takeover_payloads(messages, False)[1])
+    wire = b"".join(compressed_frames(p, text=True, cuts=[len(p) // 3]) for p in payloads)
+    for stream in (True, False):
+        conn = inflating_client(None, stream=stream, nct=not takeover)
+        events = drain(conn, *fragments_of(wire, 10_000))
+        if stream:
+            got = streamed_pieces(events)
+            assert [b"".join(pieces) for pieces in got] == messages
+            assert all(len(piece) <= MAX_PIECE_SIZE for pieces in got for piece in pieces)
+            assert all(len(pieces) >= 2 for pieces in got)
+        else:
+            assert events == [expected(data, True) for data in messages]
+
+
+def test_streamed_text_pieces_split_characters() -> None:
+    # Pieces end anywhere, inside characters too; UTF-8 is still checked
+    # across their borders, and invalid text fails with 1007 where it starts.
+    text = "☃𝄞é€ ascii " * 200
+    data = text.encode()
+    with piece_bounds(7):
+        conn = inflating_client(None)
+        pieces = streamed_pieces(drain(conn, compressed_frames(raw_deflate(data), text=True)))[0]
+    assert b"".join(pieces) == data
+    assert all(len(piece) <= 7 for piece in pieces)
+    split = 0
+    for piece in pieces:
+        try:
+            piece.decode()
+        except UnicodeDecodeError:
+            split += 1
+    assert split > len(pieces) // 2
+    bad = data[:5000] + b"\xed\xa0\x80" + data[5000:]  # a surrogate: never valid UTF-8
+    for bound, stream in itertools.product([7, 64, MAX_PIECE_SIZE], [True, False]):
+        with piece_bounds(bound):
+            conn = inflating_client(None, stream=stream)
+            conn.receive_data(compressed_frames(raw_deflate(bad), text=True))
+            sizes: list[int] = []
+            with pytest.raises(RemoteProtocolError) as exc:
+                take_events(conn, sizes)
+        assert exc.value.code == CloseCode.INVALID_FRAME_PAYLOAD_DATA, (bound, stream)
+        # Text is checked as it arrives: nothing past the bad bytes came out.
+        assert sum(sizes) <= 5000 + bound, (bound, stream)
+
+
+@pytest.mark.parametrize("bound", [1, 7, 1000, MAX_PIECE_SIZE])
+@pytest.mark.parametrize("stream", [True, False], ids=["stream_messages", "whole"])
+def test_1007_before_1009_however_pieces_fall(bound: int, stream: bool) -> None:
+    # As for uncompressed messages: invalid UTF-8 within the read limit is
+    # 1007, past it 1009, wherever the pieces end.
+    data = ("é" * 3000).encode() + b"\xff" + ("é" * 3000).encode()
+    for limit, code in [
+        (6001, CloseCode.INVALID_FRAME_PAYLOAD_DATA),  # the bad byte is the last one allowed
+        (6000, CloseCode.MESSAGE_TOO_BIG),  # the bad byte is the first one too many
+        (3001, CloseCode.MESSAGE_TOO_BIG),  # ends inside a character: not a UTF-8 error
+        (len(data) + 10, CloseCode.INVALID_FRAME_PAYLOAD_DATA),
+    ]:
+        with piece_bounds(bound, zlib_slice=max(bound, 5)):
+            conn = inflating_client(limit, stream=stream)
+            for read in fragments_of(compressed_frames(raw_deflate(data), text=True), 50):
+                conn.receive_data(read)
+            with pytest.raises(RemoteProtocolError) as exc:
+                take_events(conn, [])
+        assert exc.value.code == code, (limit, bound, stream)
+        assert sent_close_code(conn) == code
+
+
+# Messages as a peer may compress them: parts of a message may each end their
+# DEFLATE stream with a BFINAL block (RFC 7692 §7.2.1), the last one too.
+StreamedMessage = tuple[bool, bytes, list[int], bool, list[int]]
+
+
+@st.composite
+def streamed_messages(draw: st.DrawFn) -> StreamedMessage:
+    """(text?, data, BFINAL cut points, ends with BFINAL?, frame cut points)."""
+    text = draw(st.booleans())
+    if text:
+        data = draw(
+            st.text(max_size=300).map(str.encode)
+            | st.builds(
+                lambda unit, n: (unit * n).encode(),
+                st.text(min_size=1, max_size=6),
+                st.integers(1, 2000),
+            )
+        )
+    else:
+        data = draw(
+            st.binary(max_size=300)
+            | st.builds(
+                lambda unit, n: unit * n, st.binary(min_size=1, max_size=9), st.integers(1, 6000)
+            )
+        )
+    finals = draw(st.lists(st.integers(0, len(data)), max_size=3))
+    end_final = draw(st.booleans())
+    frame_cuts = draw(st.lists(st.integers(0, 10_000), max_size=3))
+    return text, data, sorted(finals), end_final, frame_cuts
+
+
+def peer_payloads(messages: list[StreamedMessage], takeover: bool) -> list[bytes]:
+    """Compress ``messages`` as a peer would, with a fresh window after each BFINAL block."""
+    payloads = []
+    compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
+    for _, data, finals, end_final, _ in messages:
+        if not takeover:
+            compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
+        parts = fragments(data, finals)
+        out = b""
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            if last and not end_final:
+                out += (compressor.compress(part) + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
+            else:
+                out += compressor.compress(part) + compressor.flush(zlib.Z_FINISH)
+                compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
+        payloads.append(out)
+    return payloads
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    messages=st.lists(streamed_messages(), min_size=1, max_size=3),
+    takeover=st.booleans(),
+    bound=st.sampled_from([1, 2, 5, 64, 1000, MAX_PIECE_SIZE]),
+    zlib_slice=st.sampled_from([1, 3, 100, 64 * 1024]),
+    read_cuts=st.lists(st.integers(0, 20_000), max_size=6),
+    limit_slack=st.none() | st.integers(0, 3),
+)
+def test_streamed_pieces_are_bounded_and_exact_for_any_chunking(
+    messages: list[StreamedMessage],
+    takeover: bool,
+    bound: int,
+    zlib_slice: int,
+    read_cuts: list[int],
+    limit_slack: int | None,
+) -> None:
+    payloads = peer_payloads(messages, takeover)
+    wire = b"".join(
+        compressed_frames(payload, text=text, cuts=[c % (len(payload) + 1) for c in cuts])
+        for payload, (text, _, _, _, cuts) in zip(payloads, messages, strict=True)
+    )
+    reads = fragments(wire, [cut % (len(wire) + 1) for cut in read_cuts])
+    datas = [data for _, data, _, _, _ in messages]
+    # A read limit no message passes (at most 3 bytes of room to spare).
+    limit = None if limit_slack is None else max(map(len, datas)) + limit_slack
+    with piece_bounds(bound, zlib_slice):
+        streamed = drain(inflating_client(limit, nct=not takeover), *reads)
+        whole = drain(inflating_client(limit, stream=False, nct=not takeover), *reads)
+    got = streamed_pieces(streamed)
+    assert [b"".join(pieces) for pieces in got] == datas
+    assert all(len(piece) <= bound for pieces in got for piece in pieces)
+    assert whole == [expected(data, text) for text, data, _, _, _ in messages]
 
 
 # -- 4. errors --------------------------------------------------------------------

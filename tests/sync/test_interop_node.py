@@ -1,14 +1,15 @@
 """wsproto_sync against Node's ``ws`` package, in both directions, over loopback.
 
 Each test runs twice: our ``Dialer`` against a ``ws`` server, and a ``ws``
-client against our ``Upgrader``. The Node side is ``tests/interop/node/peer.mjs``:
-it echoes every message, obeys command messages (close, ping, send fragments,
-send N bytes) and reports what it saw as JSON lines on stdout, which the tests
-read with a timeout. One Node process per role and set of options serves the
-whole module (a client opens a connection for each URL we write to its
-stdin); reports name the port of the connection's client end, so each test
-sees its own connection's only. Every read and write of ours has a deadline,
-and the fixtures kill the Node processes, so no test can hang.
+client against our ``Upgrader``. The Node side is ``tests/interop/node/peer.mjs``,
+driven through ``tests/interop/node_peer.py``: it echoes every message, obeys
+command messages (close, ping, send fragments, send N bytes) and reports what
+it saw as JSON lines on stdout, which the tests read with a timeout. One Node
+process per role and set of options serves the whole module (a client opens a
+connection for each URL we write to its stdin); reports name the port of the
+connection's client end, so each test sees its own connection's only. Every
+read and write of ours has a deadline, and the fixtures kill the Node
+processes, so no test can hang.
 
 The tests need ``node`` and ``tests/interop/node/node_modules`` (``ws``, pinned
 by ``package-lock.json``): ``make unit`` installs the latter with ``npm ci``.
@@ -20,27 +21,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import queue
-import shutil
 import socket
-import subprocess
-import threading
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 from sync_helpers import TIMEOUT
 
+from interop.node_peer import NodePeers, Reports, command_message, require_node
 from wsproto_core import DEFAULT_MAX_MESSAGE_SIZE, CloseCode, CloseError, ReadLimitError
 from wsproto_sync import Conn, Dialer, MessageType, Upgrader, format_close_message
 
-NODE_DIR = Path(__file__).resolve().parents[1] / "interop" / "node"
-PEER = NODE_DIR / "peer.mjs"
 BIG = 16 * 1024 * 1024
 CHUNK = 64 * 1024
 BIG_TIMEOUT = 30.0  # deadline of the 16 MiB exchanges, for slow CI machines
@@ -50,139 +44,20 @@ BIG_TIMEOUT = 30.0  # deadline of the 16 MiB exchanges, for slow CI machines
 
 
 @pytest.fixture(scope="module")
-def node() -> str:
-    """The ``node`` executable, once ``ws`` is installed; fails (or skips) otherwise."""
-    if os.environ.get("WSPROTO_SKIP_NODE") == "1":
-        pytest.skip("WSPROTO_SKIP_NODE=1: Node interoperability tests skipped")
-    executable = shutil.which("node")
-    if executable is None:
-        pytest.fail(
-            "node is not installed: install Node.js and npm (apt-get install nodejs npm), "
-            "then run `make unit`; or set WSPROTO_SKIP_NODE=1 to skip these tests",
-            pytrace=False,
-        )
-    if not (NODE_DIR / "node_modules" / "ws" / "package.json").is_file():
-        pytest.fail(
-            f"the Node peer's packages are not installed: run `make unit`, or `npm ci` "
-            f"in {NODE_DIR}; or set WSPROTO_SKIP_NODE=1 to skip these tests",
-            pytrace=False,
-        )
-    return executable
+def node_peer() -> Iterator[NodePeers]:
+    """``node_peer(mode, *options)``: the module's ``ws`` server or client with those options.
 
-
-class NodePeer:
-    """A running ``peer.mjs``; its stdout reports are sorted into queues by client port."""
-
-    def __init__(self, node: str, *args: str) -> None:
-        self._queues: dict[int | None, queue.Queue[dict[str, Any] | None]] = {}
-        self._lock = threading.Lock()
-        self._ended = False
-        # stdin is a pipe the peer watches: it exits when we do, however we end.
-        self._proc = subprocess.Popen(
-            [node, str(PEER), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=NODE_DIR
-        )
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _queue(self, client: int | None) -> queue.Queue[dict[str, Any] | None]:
-        with self._lock:
-            if client not in self._queues:
-                self._queues[client] = queue.Queue()
-                if self._ended:
-                    self._queues[client].put(None)
-            return self._queues[client]
-
-    def _read(self) -> None:
-        assert self._proc.stdout is not None
-        for line in self._proc.stdout:
-            try:
-                report = json.loads(line)
-            except ValueError:
-                report = {"event": "garbage", "line": line.decode(errors="replace")}
-            self._queue(report.get("client")).put(report)
-        with self._lock:
-            self._ended = True
-            for reports in self._queues.values():
-                reports.put(None)
-
-    def reports(self, client: int | None = None) -> Reports:
-        """The reports about the connection whose client end has port ``client``.
-
-        Reports about no connection (``listening``, a failed connect) have ``None``.
-        """
-        return Reports(self, self._queue(client))
-
-    def connect(self, url: str) -> None:
-        """Have a client peer open a connection to ``url``."""
-        assert self._proc.stdin is not None
-        self._proc.stdin.write(url.encode() + b"\n")
-        self._proc.stdin.flush()
-
-    def exit_code(self) -> int:
-        return self._proc.wait(TIMEOUT)
-
-    def stop(self) -> None:
-        assert self._proc.stdin is not None
-        assert self._proc.stdout is not None
-        self._proc.stdin.close()
-        if self._proc.poll() is None:
-            self._proc.kill()
-        self._proc.wait(TIMEOUT)
-        self._thread.join(TIMEOUT)  # the kill ended stdout
-        self._proc.stdout.close()
-
-
-class Reports:
-    """What a Node peer reported about one connection, in order."""
-
-    def __init__(self, peer: NodePeer, reports: queue.Queue[dict[str, Any] | None]) -> None:
-        self.seen: list[dict[str, Any]] = []
-        self._peer = peer
-        self._reports = reports
-
-    def expect(self, event: str, timeout: float = TIMEOUT) -> dict[str, Any]:
-        """Return the next report of kind ``event``, passing over the others."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                report = self._reports.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                pytest.fail(f"node reported no {event!r} within {timeout} s; saw {self.seen}")
-            if report is None:
-                self._reports.put(None)  # later calls fail the same way
-                code = self._peer.exit_code()
-                pytest.fail(f"node exited ({code}) before reporting {event!r}; saw {self.seen}")
-            self.seen.append(report)
-            if report["event"] == event:
-                return report
-
-
-@pytest.fixture(scope="module")
-def node_peer(node) -> Iterator[Callable[..., NodePeer]]:
-    """``node_peer(mode, *options)``: the module's ``ws`` server or client with those options."""
-    peers: dict[tuple[str, ...], NodePeer] = {}
-
-    def get(*args: str) -> NodePeer:
-        if args not in peers:
-            peers[args] = NodePeer(node, *args)
-        return peers[args]
-
-    yield get
-    for peer in peers.values():
-        peer.stop()
+    Fails (or skips) when Node or ``ws`` is missing.
+    """
+    peers = NodePeers(require_node())
+    yield peers
+    peers.stop()
 
 
 @pytest.fixture(scope="module")
 def node_server_port(node_peer) -> Callable[..., int]:
     """``node_server_port(*options)``: the port of the module's ``ws`` server with those options."""
-    ports: dict[tuple[str, ...], int] = {}
-
-    def port(*options: str) -> int:
-        if options not in ports:
-            ports[options] = node_peer("server", *options).reports().expect("listening")["port"]
-        return ports[options]
-
-    return port
+    return node_peer.server_port
 
 
 # -- connecting, in both directions ------------------------------------------------------
@@ -202,7 +77,7 @@ Connect = Callable[..., Link]
 
 def command(conn: Conn, do: str, **fields: Any) -> None:
     """Send the Node peer a command message."""
-    conn.write_message(MessageType.TEXT, "!" + json.dumps({"do": do, **fields}))
+    conn.write_message(MessageType.TEXT, command_message(do, **fields))
 
 
 def set_deadlines(conn: Conn, timeout: float = TIMEOUT) -> None:
@@ -386,22 +261,7 @@ def test_16_mib_message_streamed_both_ways(connect, deflate, kind):
 STREAM_MEMORY = 4 * 1024 * 1024  # what reading a 16 MiB message may take, at most
 
 
-@pytest.mark.parametrize(
-    "deflate",
-    [
-        False,
-        pytest.param(
-            True,
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=AssertionError,
-                reason="the core inflates each piece of a compressed message whole: 16 KiB "
-                "of input become one 16 MiB MessageData, so streaming is not bounded",
-            ),
-        ),
-    ],
-    ids=["plain", "deflate"],
-)
+@deflate_modes
 def test_streamed_read_holds_little_memory(connect, deflate):
     link = connect(deflate=deflate, max_message_size=None)
     set_deadlines(link.conn, BIG_TIMEOUT)

@@ -12,6 +12,12 @@ Invariants the connection keeps, so extensions need not check them:
 * It sees every piece of every incoming message, in order, with the RSV bits
   of the message's first frame that belong to it (``0``: not for you; pass
   the data through). Continuation frames must have no RSV bits set.
+* A piece is at most :data:`MAX_PIECE_SIZE` bytes, and while an extension
+  says :attr:`Extension.decode_pending`, the connection takes the rest of its
+  output with :meth:`Extension.decode_more` before it passes the next piece.
+  So an extension that returns at most :data:`MAX_PIECE_SIZE` bytes at once
+  (permessage-deflate does) keeps a streamed message in bounded memory,
+  however much it expands.
 * Two extensions negotiated on one connection never claim the same RSV bit.
 """
 
@@ -22,7 +28,19 @@ from collections.abc import Hashable
 
 from ..headers import ExtensionOffer
 
-__all__ = ["PLAIN", "ClientExtensionFactory", "Extension", "ServerExtensionFactory"]
+__all__ = [
+    "MAX_PIECE_SIZE",
+    "PLAIN",
+    "ClientExtensionFactory",
+    "Extension",
+    "ServerExtensionFactory",
+]
+
+#: The most bytes the connection passes to :meth:`Extension.decode` at once,
+#: and the most :meth:`Extension.decode` or :meth:`Extension.decode_more`
+#: should return at once. With ``stream_messages``, no ``MessageData`` of a
+#: message an extension decoded is larger, if the extension keeps to it.
+MAX_PIECE_SIZE = 256 * 1024
 
 #: The prepared key of an extension that leaves a message as it is: such
 #: connections share the encoding of connections without the extension.
@@ -47,18 +65,54 @@ class Extension(abc.ABC):
     ) -> bytes:
         """Transform a piece of an incoming data message.
 
+        An extension whose output may be larger than allowed below (one that
+        decompresses) returns the first part of it and keeps the rest, with
+        :attr:`decode_pending` true; the connection then calls
+        :meth:`decode_more` until :attr:`decode_pending` is false, and only
+        then passes the next piece. An extension that returns everything at
+        once needs neither.
+
         Args:
-            data: the piece, unmasked; it may be empty.
+            data: the piece, unmasked, at most :data:`MAX_PIECE_SIZE` bytes;
+                it may be empty.
             rsv: this extension's RSV bits from the message's first frame.
-            fin: ``True`` for the last piece of the message.
+            fin: ``True`` for the last piece of the message; the message ends
+                once :attr:`decode_pending` is false.
             text: ``True`` for a text message (its invalid data fails with 1007).
-            max_size: produce at most ``max_size + 1`` bytes, so the connection
+            max_size: return at most ``max_size + 1`` bytes, so the connection
                 can tell that the read limit was passed without the extension
                 allocating beyond it; ``None`` for no limit.
+
+        Returns:
+            The transformed data, or its first part: at most
+            :data:`MAX_PIECE_SIZE` bytes, so that streamed messages pass in
+            bounded pieces.
 
         Raises:
             RemoteProtocolError: the data is invalid for this extension.
         """
+
+    @property
+    def decode_pending(self) -> bool:
+        """Whether :meth:`decode` kept output back for :meth:`decode_more`.
+
+        The default, ``False``, suits an extension that returns all of a
+        piece's output from :meth:`decode`.
+        """
+        return False
+
+    def decode_more(self, *, max_size: int | None) -> bytes:
+        """Return more of the output kept back from the piece last decoded.
+
+        Called only while :attr:`decode_pending` is true, with the same
+        bounds as :meth:`decode` (``max_size`` is the room left under the
+        read limit now). It may return ``b""`` and then clear
+        :attr:`decode_pending`, when the rest of the piece held no output.
+
+        Raises:
+            RemoteProtocolError: the data is invalid for this extension.
+        """
+        return b""
 
     def prepared_key(self, size: int) -> Hashable | None:
         """Name how a whole message of ``size`` bytes sent now would be encoded.

@@ -9,6 +9,10 @@ Invariants:
   connection passes the room left under its limit, and zlib stops there, so a
   few kilobytes that would inflate to gigabytes cost about the read limit of
   memory before the connection fails with 1009.
+* Nor more than ``MAX_PIECE_SIZE`` bytes at once, whatever the limit: zlib
+  stops there too, and the rest of the piece waits (in zlib, and as its
+  ``unconsumed_tail``) for ``decode_more()``. So a streamed message passes in
+  bounded pieces even with no read limit, one piece of input at a time.
 * zlib objects are created on first use and, without context takeover,
   released after each message: an idle connection holds no zlib state, and a
   compressor (about 256 KiB with the defaults) lives only while it is useful.
@@ -30,7 +34,13 @@ from ..constants import CloseCode
 from ..errors import RemoteProtocolError
 from ..frames import RSV1
 from ..headers import ExtensionOffer
-from .base import PLAIN, ClientExtensionFactory, Extension, ServerExtensionFactory
+from .base import (
+    MAX_PIECE_SIZE,
+    PLAIN,
+    ClientExtensionFactory,
+    Extension,
+    ServerExtensionFactory,
+)
 
 __all__ = [
     "DEFAULT_COMPRESSION_LEVEL",
@@ -50,7 +60,10 @@ DEFAULT_THRESHOLD = 32  # smaller messages gain nothing from compression
 _TAIL = b"\x00\x00\xff\xff"  # the end of an empty non-final stored block (RFC 7692 §7.2.1)
 _BITS = re.compile(r"[1-9][0-9]?")  # "a decimal integer ... without leading zeros" (§7.1.2)
 
-_SLICE = 64 * 1024  # compressed bytes given to zlib at once
+# Compressed bytes given to zlib at once. When zlib stops at its output bound,
+# it copies the input it did not read (unconsumed_tail): slices bound that
+# copy without copying the payload to cut it.
+_SLICE = 64 * 1024
 
 _SERVER_NCT = "server_no_context_takeover"
 _CLIENT_NCT = "client_no_context_takeover"
@@ -120,6 +133,14 @@ class PerMessageDeflate(Extension):
         self._compressor: zlib._Compress | None = None
         self._decompressor: zlib._Decompress | None = None
         self._received = 0  # compressed bytes of the incoming message so far
+        # The piece being inflated, while it may hold more output (decode_pending):
+        self._input: bytes | None = None  # the piece, None when nothing is kept back
+        self._offset = 0  # where its next slice starts
+        self._rest = b""  # what zlib left unread of the last input it was given
+        self._full = False  # zlib's last output reached its bound: it may hold more
+        self._fin = False  # the piece ends the message
+        self._add_tail = False  # the RFC 7692 tail is still to be inflated
+        self._text = False
         self._compressor_level = compression_level
         self._compressing = False  # whether the outgoing message in progress is compressed
 
@@ -171,7 +192,11 @@ class PerMessageDeflate(Extension):
     def decode(
         self, data: bytes, *, rsv: int, fin: bool, text: bool, max_size: int | None
     ) -> bytes:
-        """Inflate a piece of a compressed message (RFC 7692 §7.2.2)."""
+        """Inflate a piece of a compressed message (RFC 7692 §7.2.2).
+
+        Returns at most ``MAX_PIECE_SIZE`` bytes, and at most ``max_size + 1``;
+        :meth:`decode_more` returns the rest.
+        """
         if not rsv:
             return data
         self._received += len(data)
@@ -181,56 +206,90 @@ class PerMessageDeflate(Extension):
             # tail would leave zlib in the middle of a block for the next message.
             self._end_message()
             return b""
-        room = None if max_size is None else max_size + 1
+        self._input = data
+        self._offset = 0
+        self._fin = self._add_tail = fin
+        self._text = text
+        return self._output(data, max_size)
+
+    @property
+    def decode_pending(self) -> bool:
+        """Whether the piece last given to :meth:`decode` may hold more output."""
+        return self._input is not None
+
+    def decode_more(self, *, max_size: int | None) -> bytes:
+        """Inflate more of the piece last given to :meth:`decode`, with the same bounds."""
+        data = self._input
+        if data is None:
+            return b""
+        return self._output(data, max_size)
+
+    def _output(self, data: bytes, max_size: int | None) -> bytes:
+        want = MAX_PIECE_SIZE if max_size is None else min(max_size + 1, MAX_PIECE_SIZE)
         output = []
         try:
-            # Slices bound what zlib copies when it stops at the limit (its
-            # unconsumed_tail), without copying the payload to cut it.
-            with memoryview(data) as view:
-                for start in range(0, len(data), _SLICE):
-                    chunk = self._inflate(view[start : start + _SLICE], room)
-                    output.append(chunk)
-                    if room is not None:
-                        room -= len(chunk)
-                        if room <= 0:
-                            break  # over the limit: the connection fails with 1009
-            # "Append 4 octets of 0x00 0x00 0xff 0xff to the tail end of the
-            # payload of the message." -- RFC 7692 §7.2.2. Unless a BFINAL
-            # block ended the stream right at the end of the payload: then
-            # there is no open block for the tail to close.
-            if fin and self._decompressor is not None and (room is None or room > 0):
-                output.append(self._inflate(memoryview(_TAIL), room))
+            while want > 0:
+                if self._rest or self._full:
+                    # Go on where zlib stopped: input past its output bound,
+                    # or after a BFINAL block; none, when it may hold output.
+                    source: bytes | memoryview = self._rest
+                elif self._offset < len(data):
+                    start = self._offset
+                    end = self._offset = start + _SLICE
+                    source = memoryview(data)[start:end] if len(data) > _SLICE else data
+                elif self._add_tail:
+                    self._add_tail = False
+                    if self._decompressor is None:
+                        # A BFINAL block ended the stream right at the end of
+                        # the payload: there is no open block for the tail to close.
+                        continue
+                    # "Append 4 octets of 0x00 0x00 0xff 0xff to the tail end
+                    # of the payload of the message." -- RFC 7692 §7.2.2
+                    source = _TAIL
+                else:
+                    self._input = None  # all of the piece is out
+                    if self._fin:
+                        self._end_message()
+                    break
+                out = self._inflate(source, want)
+                if out:
+                    output.append(out)
+                    want -= len(out)
         except zlib.error:
             self._decompressor = None
+            self._input = None
+            self._rest = b""
+            self._full = False
             self._received = 0
             raise RemoteProtocolError(
-                CloseCode.INVALID_FRAME_PAYLOAD_DATA if text else CloseCode.PROTOCOL_ERROR,
+                CloseCode.INVALID_FRAME_PAYLOAD_DATA if self._text else CloseCode.PROTOCOL_ERROR,
                 "invalid compressed data",
             ) from None
-        if fin:
-            self._end_message()
-        return output[0] if len(output) == 1 else b"".join(output)
+        if len(output) == 1:
+            return output[0]
+        return b"".join(output)
 
-    def _inflate(self, data: memoryview, room: int | None) -> bytes:
+    def _inflate(self, data: bytes | memoryview, want: int) -> bytes:
         decompressor = self._decompressor
         if decompressor is None:
             decompressor = self._decompressor = zlib.decompressobj(
                 -max(self.remote_max_window_bits, 9)
             )
-        # zlib stops at max_length (0: no limit) and keeps the rest of the input.
-        out = decompressor.decompress(data, room or 0)
-        while decompressor.eof:
+        # zlib stops after ``want`` bytes and keeps what it did not read.
+        out = decompressor.decompress(data, want)
+        if decompressor.eof:
             # A block with BFINAL set ended the DEFLATE stream; what follows
             # starts a new one (RFC 7692 §7.2.3.4). A sender can only continue
             # with a fresh, empty window, as a reset zlib or Java compressor does.
-            rest = decompressor.unused_data
             self._decompressor = None  # the next data, if any, opens a new stream
-            if not rest or (room is not None and len(out) >= room):
-                break
-            decompressor = self._decompressor = zlib.decompressobj(
-                -max(self.remote_max_window_bits, 9)
-            )
-            out += decompressor.decompress(rest, 0 if room is None else room - len(out))
+            self._rest = decompressor.unused_data
+            self._full = False
+        else:
+            self._rest = decompressor.unconsumed_tail
+            # Stopped at the bound, zlib may be in the middle of a
+            # back-reference after reading all its input: the rest of it
+            # comes from another call, with no input.
+            self._full = len(out) == want
         return out
 
     def _end_message(self) -> None:
