@@ -586,9 +586,13 @@ class MessageReader(io.RawIOBase):
         super().__init__()
         self._conn = conn
         self.message_type = message_type
+        # The current piece, and how much of it was read: reads take slices
+        # of it rather than cutting it down each time, which would copy the
+        # rest of a 256 KiB piece on every small read.
         self._pending = (
             b"" if whole is None else (whole.encode() if isinstance(whole, str) else whole)
         )
+        self._offset = 0
         self._done = whole is not None
         self._discarded = False
 
@@ -598,27 +602,31 @@ class MessageReader(io.RawIOBase):
 
     def readinto(self, buffer: Any) -> int:
         """Read what is available into ``buffer``; 0 at the end of the message."""
-        self._check_current()
-        with memoryview(buffer) as target:
-            while not self._pending and not self._done:
-                self._pull()
-            size = min(len(target), len(self._pending))
-            target[:size] = self._pending[:size]
-            self._pending = self._pending[size:]
-            return size
+        with memoryview(buffer) as target, target.cast("B") as view:
+            chunk = self.read(len(view))
+            view[: len(chunk)] = chunk
+            return len(chunk)
 
     def read(self, size: int = -1) -> bytes:
         """Read up to ``size`` bytes (all the rest with -1); ``b""`` at the end."""
         self._check_current()
         if size is None or size < 0:
-            parts = [self._pending]
-            self._pending = b""
+            parts = [self._pending[self._offset :]]
+            self._pending, self._offset = b"", 0
             while not self._done:
                 self._pull()
                 parts.append(self._pending)
                 self._pending = b""
             return b"".join(parts)
-        return super().read(size) or b""
+        while self._offset >= len(self._pending) and not self._done:
+            self._pull()
+        pending, offset = self._pending, self._offset
+        if offset == 0 and size >= len(pending):
+            self._pending = b""  # the whole piece: no copy
+            return pending
+        chunk = pending[offset : offset + size]
+        self._offset += len(chunk)
+        return chunk
 
     def _check_current(self) -> None:
         if self._discarded:
@@ -628,14 +636,14 @@ class MessageReader(io.RawIOBase):
         with self._conn._reading():
             event = self._conn._next_message_event()
         if isinstance(event, MessageData):
-            self._pending = event.data
+            self._pending, self._offset = event.data, 0
         elif isinstance(event, MessageEnd):
             self._done = True
             self._conn._reader = None
 
     def _discard(self) -> None:
         self._discarded = True
-        self._pending = b""
+        self._pending, self._offset = b"", 0
         while not self._done:
             event = self._conn._next_message_event()
             if isinstance(event, MessageEnd):
