@@ -9,6 +9,13 @@
   peers a Conn must survive: silent, flooding, never reading, malformed.
   :func:`raw_client` connects one to ``ws.serve``; :func:`raw_server`
   accepts a Dialer's connection with one.
+* :func:`net_stream` and :func:`cancel_may_cut_a_frame` are the one place
+  that knows where the adapters differ by design (see their docstrings).
+
+What the suite assumes of every adapter: the peer of a big write has a
+task reading (wsproto_trio has no background task, so, as in gorilla, a
+connection moves only while a task reads it), and no write is cancelled
+unless a test means it.
 """
 
 from __future__ import annotations
@@ -48,6 +55,34 @@ def url_of(server: Any, scheme: str = "ws", path: str = "/") -> str:
     if ":" in host:
         host = f"[{host}]"
     return f"{scheme}://{host}:{port}{path}"
+
+
+# -- where the adapters differ by design -------------------------------------------------------
+
+
+def net_stream(ws: ModuleType, sock: socket.socket) -> Any:
+    """What a ``net_dial`` of ``ws`` returns for ``sock``, a connected socket.
+
+    wsproto_asyncio's Dialer takes the socket; wsproto_trio's a
+    ``trio.abc.Stream``, the type its TLS and its Conn are built on.
+    """
+    if ws.__name__ == "wsproto_trio":
+        import trio  # only where trio runs
+
+        return trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+    return sock
+
+
+def cancel_may_cut_a_frame(ws: ModuleType) -> bool:
+    """Whether a write cancelled while it sends may cut a frame, failing the connection.
+
+    wsproto_trio writes with ``send_all``, which a cancel may stop half way
+    through a frame: the connection then fails (reads raise 1006, writes
+    ``ConnectionResetError``), as its Conn docstring says. A cancel that
+    lands between sends cuts nothing there either. wsproto_asyncio hands
+    whole frames to its transport, so a cancel never cuts one.
+    """
+    return ws.__name__ == "wsproto_trio"
 
 
 def kind_of(ws: ModuleType, data: str | bytes) -> Any:

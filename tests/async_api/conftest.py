@@ -25,7 +25,7 @@ import pytest
 
 ADAPTERS = [
     ("asyncio", "wsproto_asyncio"),
-    # ("trio", "wsproto_trio"),  # <- enable once wsproto_trio implements this API
+    ("trio", "wsproto_trio"),
 ]
 
 TEST_TIMEOUT = 10.0  # seconds any one async test (or hypothesis example) may take

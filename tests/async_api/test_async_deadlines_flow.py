@@ -8,11 +8,23 @@ on a Conn is gorilla's and permanent; a cancel scope (``anyio.fail_after``,
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
+import anyio.abc
 import pytest
-from async_helpers import MASK, echo_server, raw_client, raw_server, url_of, ws_pair
+from async_helpers import (
+    MASK,
+    cancel_may_cut_a_frame,
+    echo_server,
+    raw_client,
+    raw_server,
+    url_of,
+    ws_pair,
+)
 
 from wsproto_core import Opcode, serialize_frame
 
@@ -152,8 +164,13 @@ async def test_write_deadline_with_a_peer_that_never_reads(ws):
 
 
 async def test_write_control_deadline_on_a_full_connection(ws):
+    async def write_big() -> None:
+        # The deadline below closes the connection under this write.
+        with suppress(ConnectionResetError):
+            await client.write_message(ws.MessageType.BINARY, bytes(BIG))
+
     async with raw_server(ws) as (client, _), anyio.create_task_group() as tg:
-        tg.start_soon(client.write_message, ws.MessageType.BINARY, bytes(BIG))
+        tg.start_soon(write_big)
         await anyio.sleep(0.2)  # the writer now waits: the peer never reads
         start = anyio.current_time()
         with pytest.raises(TimeoutError):
@@ -162,25 +179,74 @@ async def test_write_control_deadline_on_a_full_connection(ws):
         tg.cancel_scope.cancel()
 
 
+async def write_after_the_cancel(
+    ws: Any,
+    client: Any,
+    peer: Any,
+    write: Callable[[], Awaitable[None]],
+    done: Callable[[list[Any]], bool],
+) -> list[Any] | None:
+    """After a cancelled write, ``await write()`` while ``peer`` reads frames until ``done``.
+
+    Returns the frames. Where a cancel may cut a frame (see
+    ``cancel_may_cut_a_frame``), the write may fail instead: then this checks
+    that the connection failed cleanly and for good, and returns ``None``.
+    """
+    frames: list[Any] = []
+    ended = False  # the peer saw the end of the stream
+
+    async def read_frames() -> None:
+        nonlocal ended
+        try:
+            while not done(frames):
+                frames.append(await peer.frame())
+        except EOFError:
+            ended = True
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(read_frames)
+        try:
+            await write()
+        except ConnectionResetError:
+            if not cancel_may_cut_a_frame(ws):
+                raise
+            # The cancel landed inside a send: the stream is closed, and the
+            # peer reads what went out, then the end of the stream.
+            with pytest.raises(ConnectionResetError) as again:  # permanent
+                await client.write_message(ws.MessageType.TEXT, "after the cancel")
+            with pytest.raises(ConnectionResetError) as more:
+                await client.write_message(ws.MessageType.TEXT, "after the cancel")
+            assert more.value is again.value
+            with pytest.raises(ws.CloseError) as info:
+                await client.read_message()
+            assert info.value.code == ws.CloseCode.ABNORMAL_CLOSURE
+            return None
+    assert not ended
+    return frames
+
+
 async def test_a_cancelled_write_leaves_the_connection_usable(ws):
-    """Cancel a write that waits for the peer to read; no frame is cut in half."""
+    """Cancel a write that waits for the peer to read; no frame is cut in half.
+
+    On trio, a cancel that lands inside the send may cut the frame: the
+    connection then fails cleanly instead (``write_after_the_cancel`` checks it).
+    """
     async with raw_server(ws) as (client, peer):
         with anyio.move_on_after(0.3) as cancel:
             await client.write_message(ws.MessageType.BINARY, bytes(BIG))
         assert cancel.cancelled_caught
-        frames: list[Any] = []
-        async with anyio.create_task_group() as tg:
-
-            async def read_frames() -> None:
-                while len(frames) < 2:
-                    frames.append(await peer.frame())
-
-            tg.start_soon(read_frames)
-            await client.write_message(ws.MessageType.TEXT, "after the cancel")
-        assert [(f.opcode, len(f.payload)) for f in frames] == [
-            (Opcode.BINARY, BIG),
-            (Opcode.TEXT, len("after the cancel")),
-        ]
+        frames = await write_after_the_cancel(
+            ws,
+            client,
+            peer,
+            lambda: client.write_message(ws.MessageType.TEXT, "after the cancel"),
+            lambda frames: len(frames) == 2,
+        )
+        if frames is not None:
+            assert [(f.opcode, len(f.payload)) for f in frames] == [
+                (Opcode.BINARY, BIG),
+                (Opcode.TEXT, len("after the cancel")),
+            ]
 
 
 async def test_a_cancelled_streaming_write_leaves_the_connection_usable(ws):
@@ -190,82 +256,135 @@ async def test_a_cancelled_streaming_write_leaves_the_connection_usable(ws):
             for _ in range(CAP // CHUNK):
                 await writer.write(bytes(CHUNK))
         assert cancel.cancelled_caught
-        async with anyio.create_task_group() as tg:
-            frames: list[Any] = []
 
-            async def read_frames() -> None:
-                while not frames or not frames[-1].fin:
-                    frames.append(await peer.frame())
+        async def finish() -> None:
+            async with writer:  # ends the message; if that fails, gives the writer role back
+                await writer.write(b"tail")
 
-            tg.start_soon(read_frames)
-            await writer.write(b"tail")
-            await writer.close()
-        assert frames[0].opcode == Opcode.BINARY
-        assert {f.opcode for f in frames[1:]} == {Opcode.CONTINUATION}
-        assert all(len(f.payload) == CHUNK for f in frames[:-1])
-        assert frames[-1].payload.endswith(b"tail")
+        frames = await write_after_the_cancel(
+            ws, client, peer, finish, lambda frames: bool(frames) and frames[-1].fin
+        )
+        if frames is not None:
+            assert frames[0].opcode == Opcode.BINARY
+            assert {f.opcode for f in frames[1:]} == {Opcode.CONTINUATION}
+            assert all(len(f.payload) == CHUNK for f in frames[:-1])
+            assert frames[-1].payload.endswith(b"tail")
 
 
 # -- flow control ------------------------------------------------------------------------------
 
 
-async def write_until_blocked(ws: Any, conn: Any, seconds: float = 0.5) -> int:
-    """Write CHUNK-sized messages until a write waits ``seconds``; return how many went."""
-    count = 0
-    while count * CHUNK < CAP:
-        with anyio.move_on_after(seconds) as cancel:
-            await conn.write_message(ws.MessageType.BINARY, count.to_bytes(4, "big") * (CHUNK // 4))
-        if cancel.cancelled_caught:
-            return count
-        count += 1
-    pytest.fail(f"{CAP} bytes were written and no write ever waited")
+@dataclass
+class Flood:
+    """Numbered CHUNK-sized messages written from a task, then a text ``"end"``."""
+
+    #: Writes done when one was found waiting.
+    blocked_at: int = 0
+    #: Writes done so far.
+    sent: int = 0
+    stopping: bool = False
+
+
+async def flood_until_blocked(
+    ws: Any,
+    conn: Any,
+    tg: anyio.abc.TaskGroup,
+    seconds: float = 0.5,
+    end_after: anyio.Event | None = None,
+) -> Flood:
+    """Flood ``conn`` from a task in ``tg`` until a write waits ``seconds``; then stop it.
+
+    No write is cancelled (on some adapters a cancel fails the connection:
+    see ``cancel_may_cut_a_frame``): the waiting one goes on once the peer
+    reads, and the task then writes ``"end"`` (once ``end_after`` is set,
+    if given) and returns.
+    """
+    flood = Flood()
+    progress_at = anyio.current_time()
+
+    async def write() -> None:
+        nonlocal progress_at
+        while not flood.stopping:
+            data = flood.sent.to_bytes(4, "big") * (CHUNK // 4)
+            await conn.write_message(ws.MessageType.BINARY, data)
+            flood.sent += 1
+            progress_at = anyio.current_time()
+        if end_after is not None:
+            await end_after.wait()
+        await conn.write_message(ws.MessageType.TEXT, "end")
+
+    tg.start_soon(write)
+    while anyio.current_time() - progress_at < seconds:
+        if flood.sent * CHUNK >= CAP:
+            pytest.fail(f"{CAP} bytes were written and no write ever waited")
+        await anyio.sleep(0.02)
+    flood.blocked_at = flood.sent
+    flood.stopping = True
+    return flood
+
+
+async def read_flood(ws: Any, conn: Any) -> int:
+    """Read a flood, checking its order, up to its ``"end"``; return how many messages came."""
+    got = 0
+    while (message := await conn.read_message())[0] is ws.MessageType.BINARY:
+        assert message[1][:4] == got.to_bytes(4, "big")
+        got += 1
+    assert message == (ws.MessageType.TEXT, "end")
+    return got
 
 
 async def test_writes_wait_for_a_peer_that_never_reads(ws):
     async with raw_server(ws) as (client, _):
-        count = await write_until_blocked(ws, client)
+        count = 0
+        while count * CHUNK < CAP:
+            with anyio.move_on_after(0.5) as cancel:  # ends the connection on trio: fine here
+                await client.write_message(ws.MessageType.BINARY, bytes(CHUNK))
+            if cancel.cancelled_caught:
+                break
+            count += 1
         assert 0 < count < CAP // CHUNK // 2
 
 
 async def test_a_flooding_peer_is_paused_while_nobody_reads(ws):
     """The server does not read: the client's writes end up waiting, nothing piles up."""
     async with ws_pair(ws) as (client, server):
-        sent = await write_until_blocked(ws, client)
-        assert sent < CAP // CHUNK // 2
-        # Now read: every message arrives, in order, and the writer goes on.
-        got = 0
         async with anyio.create_task_group() as tg:
-            tg.start_soon(client.write_message, ws.MessageType.TEXT, "end")
-            while True:
-                kind, data = await server.read_message()
-                if kind is ws.MessageType.TEXT:
-                    break
-                assert data[:4] == got.to_bytes(4, "big")
-                got += 1
-        assert data == "end"
-        assert got in (sent, sent + 1)  # the cancelled write may have gone out whole
+            flood = await flood_until_blocked(ws, client, tg)
+            assert 0 < flood.blocked_at < CAP // CHUNK // 2
+            # Now read: every message arrives, in order, and the writer goes on.
+            got = await read_flood(ws, server)
+        assert got == flood.sent == flood.blocked_at + 1  # the waiting write went on
 
 
 async def test_control_frames_pass_once_the_reader_catches_up(ws):
     """A Ping sent to a flooding peer gets its Pong after the backlog, and nothing is lost."""
     async with ws_pair(ws) as (client, server):
-        sent = await write_until_blocked(ws, client, 0.3)
         pongs: list[bytes] = []
         server.set_pong_handler(pongs.append)
+        answered = anyio.Event()
+
+        async def client_reads() -> None:  # and so answers the Ping, sent before this message
+            assert await client.read_message() == (ws.MessageType.TEXT, "to the client")
+            answered.set()
+
         async with anyio.create_task_group() as tg:
-            tg.start_soon(client.read_message)  # the client answers the Ping
+            # "end" waits for the client's read: where a reading task sends
+            # the Pong (trio), it might otherwise read the Ping after "end" left.
+            flood = await flood_until_blocked(ws, client, tg, 0.3, end_after=answered)
+            tg.start_soon(client_reads)
             await server.write_control(ws.MessageType.PING, b"still there?")
             await server.write_message(ws.MessageType.TEXT, "to the client")
-            got = 0
-            while (await server.read_message())[0] is ws.MessageType.BINARY:
-                got += 1
-                if got == sent:
-                    tg.start_soon(client.write_message, ws.MessageType.TEXT, "end")
-        assert got in (sent, sent + 1)
+            got = await read_flood(ws, server)
+        assert got == flood.sent
         assert pongs == [b"still there?"]
 
 
 async def test_two_peers_writing_big_messages_at_each_other_do_not_deadlock(ws):
+    """Each side writes more than TCP holds, with a task reading, as applications have.
+
+    Without a reading task this would deadlock where reading needs a task
+    (wsproto_trio, as gorilla): both writes would wait for the other side.
+    """
     data = bytes(8 * 1024 * 1024)
     upgrader = ws.Upgrader(max_message_size=None)
     dialer = ws.Dialer(max_message_size=None)
@@ -273,10 +392,14 @@ async def test_two_peers_writing_big_messages_at_each_other_do_not_deadlock(ws):
         results: dict[str, Any] = {}
 
         async def talk(name: str, conn: Any) -> None:
-            for i in range(3):
-                await conn.write_control(ws.MessageType.PING, b"%d" % i)
-                await conn.write_message(ws.MessageType.BINARY, data)
-            results[name] = [await conn.read_message() for _ in range(3)]
+            async def read() -> None:
+                results[name] = [await conn.read_message() for _ in range(3)]
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(read)
+                for i in range(3):
+                    await conn.write_control(ws.MessageType.PING, b"%d" % i)
+                    await conn.write_message(ws.MessageType.BINARY, data)
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(talk, "client", client)

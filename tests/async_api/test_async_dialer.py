@@ -16,6 +16,7 @@ from async_helpers import (
     echo,
     echo_server,
     free_port,
+    net_stream,
     raw_listener,
     read_head,
     serving,
@@ -211,21 +212,22 @@ async def test_ipv6_literal_url(ws):
 
 
 class RecordingNetDial:
-    """A ``net_dial`` that records its addresses and opens plain sockets.
+    """A ``net_dial`` of ``ws`` that records its addresses and opens plain sockets.
 
     As a context manager it closes them all at the end, in case the Dialer
     under test failed to: a leaked socket would fail a later test.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
         self.calls: list[tuple[str, int]] = []
         self.sockets: list[socket.socket] = []
 
-    async def __call__(self, address: tuple[str, int]) -> socket.socket:
+    async def __call__(self, address: tuple[str, int]) -> Any:
         self.calls.append(address)
         sock = await anyio.to_thread.run_sync(socket.create_connection, address)
         self.sockets.append(sock)
-        return sock
+        return net_stream(self.ws, sock)  # a socket, or a trio stream on trio
 
     def __enter__(self) -> RecordingNetDial:
         return self
@@ -236,7 +238,7 @@ class RecordingNetDial:
 
 
 async def test_net_dial_is_used(ws):
-    with RecordingNetDial() as net_dial:
+    with RecordingNetDial(ws) as net_dial:
         async with echo_server(ws) as server:
             port = server.address[1]
             dialer = ws.Dialer(net_dial=net_dial, handshake_timeout=STEP)
@@ -359,7 +361,7 @@ async def test_the_environment_proxy_is_used_by_default(ws, monkeypatch):
 
 
 async def test_net_dial_connects_to_the_proxy(ws):
-    with RecordingNetDial() as net_dial:
+    with RecordingNetDial(ws) as net_dial:
         async with echo_server(ws) as server, TunnelProxy() as proxy:
             port, proxy_port = server.address[1], proxy.port
             dialer = ws.Dialer(proxy=proxy.url, net_dial=net_dial, handshake_timeout=STEP)

@@ -82,12 +82,17 @@ async def test_over_the_default_read_limit_client_side(ws):
 
 
 async def test_over_the_default_read_limit_server_side(ws):
+    # Writes of more than TCP holds run beside the read: every adapter's
+    # peer needs a task reading then (see async_helpers).
     async with ws_pair(ws, dialer=ws.Dialer(max_message_size=None)) as (client, server):
-        await client.write_message(ws.MessageType.BINARY, bytes(MIB))  # exactly the limit: fine
-        assert await server.read_message() == (ws.MessageType.BINARY, bytes(MIB))
-        await client.write_message(ws.MessageType.TEXT, "x" * (MIB + 1))
-        with pytest.raises(ws.ReadLimitError):
-            await server.read_message()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(client.write_message, ws.MessageType.BINARY, bytes(MIB))
+            # Exactly the limit: fine.
+            assert await server.read_message() == (ws.MessageType.BINARY, bytes(MIB))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(client.write_message, ws.MessageType.TEXT, "x" * (MIB + 1))
+            with pytest.raises(ws.ReadLimitError):
+                await server.read_message()
         with pytest.raises(ws.CloseError) as seen:
             await client.read_message()
         assert seen.value.code == ws.CloseCode.MESSAGE_TOO_BIG
@@ -101,8 +106,9 @@ async def test_set_read_limit(ws):
             tg.start_soon(client.write_message, ws.MessageType.BINARY, data)
             assert await server.read_message() == (ws.MessageType.BINARY, data)
         server.set_read_limit(None)
-        await client.write_message(ws.MessageType.BINARY, data + b"!")
-        assert await server.read_message() == (ws.MessageType.BINARY, data + b"!")
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(client.write_message, ws.MessageType.BINARY, data + b"!")
+            assert await server.read_message() == (ws.MessageType.BINARY, data + b"!")
         server.set_read_limit(10)
         await client.write_message(ws.MessageType.TEXT, "0123456789")
         assert await server.read_message() == (ws.MessageType.TEXT, "0123456789")
@@ -418,26 +424,31 @@ async def test_fragmented_messages_round_trip_exactly(
     async with ws_pair(ws) as (client, server):
         client.write_buffer_size = frame_size
         kind = ws.MessageType.TEXT if text else ws.MessageType.BINARY
-        sent = []
-        for size in sizes:
-            data = ("é" * (size // 2)).encode() if text else os.urandom(size)
-            async with client.next_writer(kind) as writer:
-                step = max(1, len(data) // pieces)
-                for i in range(0, len(data), step):
-                    await writer.write(data[i : i + step])
-            sent.append(data)
-        for i, data in enumerate(sent):
-            if i % 2:  # whole, and streamed
-                expected = data.decode() if text else data
-                assert await server.read_message() == (kind, expected)
-                continue
-            message_type, reader = await server.next_reader()
-            assert message_type is kind
-            received = bytearray()
-            while chunk := await reader.read(read_size):
-                assert read_size == -1 or len(chunk) <= read_size
-                received += chunk
-            assert received == data
+        sent = [("é" * (size // 2)).encode() if text else os.urandom(size) for size in sizes]
+
+        async def write() -> None:
+            for data in sent:
+                async with client.next_writer(kind) as writer:
+                    step = max(1, len(data) // pieces)
+                    for i in range(0, len(data), step):
+                        await writer.write(data[i : i + step])
+
+        async with anyio.create_task_group() as tg:
+            # Beside the reads: thousands of tiny frames fill TCP's buffers
+            # long before their bytes do, and the peer needs a task reading.
+            tg.start_soon(write)
+            for i, data in enumerate(sent):
+                if i % 2:  # whole, and streamed
+                    expected = data.decode() if text else data
+                    assert await server.read_message() == (kind, expected)
+                    continue
+                message_type, reader = await server.next_reader()
+                assert message_type is kind
+                received = bytearray()
+                while chunk := await reader.read(read_size):
+                    assert read_size == -1 or len(chunk) <= read_size
+                    received += chunk
+                assert received == data
 
 
 # -- prepared messages and compression ---------------------------------------------------------

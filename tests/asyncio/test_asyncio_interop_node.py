@@ -226,6 +226,7 @@ async def test_16mib_message_streamed_both_ways(connect, deflate, kind):
 
 STREAM_MEMORY = 4 * 1024 * 1024  # what reading a 16 MiB message may take, at most
 
+
 @pytest.mark.parametrize(
     ("deflate", "arrives_first"),
     [

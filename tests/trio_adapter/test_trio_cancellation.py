@@ -129,8 +129,11 @@ async def test_write_cancelled_mid_frame_fails_the_connection() -> None:
         with pytest.raises(CloseError) as info:
             await client.read_message()
         assert info.value.code == CloseCode.ABNORMAL_CLOSURE
-        with pytest.raises(trio.BrokenResourceError):
+        with pytest.raises(ConnectionResetError) as failed:  # as wsproto_asyncio's writes
             await client.write_message(TEXT, "more")
+        with pytest.raises(ConnectionResetError) as again:  # permanent
+            await client.write_control(MessageType.PING)
+        assert again.value is failed.value
         # ...and the peer sees half a frame, then the end of the stream.
         with pytest.raises(CloseError) as seen:
             await server.read_message()

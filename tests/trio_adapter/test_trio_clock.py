@@ -162,6 +162,28 @@ async def test_keepalive_gives_up_on_a_silent_peer(interval: float, timeout: flo
         assert again.value is info.value
 
 
+async def test_keepalive_closes_the_connection_even_if_the_read_is_cancelled_meanwhile() -> None:
+    """No Pong came; the read is cancelled while its Close waits for a stuck writer.
+
+    The connection is over all the same: the stream is closed (the peer
+    reads the end of it), not left open with nothing to close it.
+    """
+    dialer = Dialer(keepalive_interval=20, keepalive_timeout=5)
+    async with conn_pair(dialer=dialer) as (client, server, gate, _):
+        start = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            gate.send_limit = 0  # the peer reads nothing: the writer gets stuck, holding the lock
+            nursery.start_soon(client.write_message, MessageType.BINARY, b"stuck")
+            with trio.move_on_at(start + 25.5) as scope:  # the Close waits for the lock till 26
+                await client.read_message()
+            assert scope.cancelled_caught
+            assert trio.current_time() == start + 25.5
+            with trio.fail_after(1), pytest.raises(CloseError) as seen:
+                await server.read_message()
+            assert seen.value.code == CloseCode.ABNORMAL_CLOSURE  # the end, no Close
+            nursery.cancel_scope.cancel()  # the writer, stuck at the gate
+
+
 async def test_keepalive_ping_does_not_make_the_reader_wait_for_a_stuck_writer() -> None:
     """The reading task queues the Ping and reads on; the stuck writer sends it after its frame.
 

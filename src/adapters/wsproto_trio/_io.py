@@ -1,4 +1,10 @@
-"""Handshake I/O shared by the trio Upgrader and Dialer."""
+"""Stream I/O shared by the trio Conn, Upgrader and Dialer.
+
+trio reports a failed or closed stream as ``trio.BrokenResourceError`` or
+``trio.ClosedResourceError``; the adapters' public API raises what the
+others raise instead (an ``OSError``: see :func:`os_error`), so code that
+handles errors works with every adapter.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,27 @@ import trio
 
 from wsproto_core import Connection, Event, ProxyConnect
 
-__all__ = ["exchange", "open_tunnel"]
+__all__ = ["STREAM_GONE", "exchange", "open_tunnel", "os_error"]
+
+#: What trio raises for a stream that failed, or that was closed.
+STREAM_GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
+
+
+def os_error(exc: trio.BrokenResourceError | trio.ClosedResourceError) -> OSError:
+    """The error the other adapters raise where trio raised ``exc``; raise it ``from exc``.
+
+    That is the ``OSError`` trio wrapped (an ``ssl.SSLError`` from TLS, the
+    socket's ``ConnectionResetError``...), else a ``ConnectionResetError``.
+    """
+    cause = exc.__cause__
+    if isinstance(cause, OSError):
+        # The caller makes exc the cause of this error: unlink the way back,
+        # so the chain is no cycle.
+        exc.__cause__ = exc.__context__ = None
+        return cause
+    if isinstance(exc, trio.ClosedResourceError):
+        return ConnectionResetError("the connection is closed")
+    return ConnectionResetError(str(exc) or "the connection failed")
 
 
 async def exchange(stream: trio.abc.Stream, core: Connection, read_size: int) -> Event:
@@ -14,7 +40,8 @@ async def exchange(stream: trio.abc.Stream, core: Connection, read_size: int) ->
 
     Raises:
         HandshakeError: from the core; send ``core.data_to_send()`` first.
-        trio.BrokenResourceError: the stream failed.
+        trio.BrokenResourceError: the stream failed (the caller maps it with
+            :func:`os_error`).
     """
     if request := core.data_to_send():
         await stream.send_all(request)

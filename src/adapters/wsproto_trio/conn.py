@@ -16,11 +16,14 @@ trio's manners. Invariants:
   its echo and the closing that follow are shielded, each bounded by 1 s.
 * Cancelling a write that had started sending may leave a frame cut in
   half, so the connection then fails cleanly: the stream is closed, reads
-  raise ``CloseError`` 1006 and writes the same error each time. A write
-  cancelled before it sent anything leaves its frame whole in the core's
-  queue (the core can't take it back): it goes out with the next send. The
-  reading task's Pongs follow the same rules.
+  raise ``CloseError`` 1006 and writes the same ``ConnectionResetError``
+  each time. A write cancelled before it sent anything leaves its frame
+  whole in the core's queue (the core can't take it back): it goes out with
+  the next send. The reading task's Pongs follow the same rules.
 * Errors are permanent (gorilla's rule), on the read side and the write side.
+* trio's stream errors never leave a Conn: reads report a lost stream as
+  ``CloseError`` 1006, writes as ``ConnectionResetError``, as in
+  ``wsproto_asyncio``.
 """
 
 from __future__ import annotations
@@ -58,6 +61,8 @@ from wsproto_core import (
     format_close_message,
 )
 
+from ._io import STREAM_GONE
+
 __all__ = ["Conn", "MessageReader", "MessageWriter"]
 
 PingHandler = Callable[[bytes], None]
@@ -68,7 +73,8 @@ _CONTROL = {MessageType.PING, MessageType.PONG, MessageType.CLOSE}
 _CLOSE_FLUSH_WAIT = 1.0  # seconds the reader waits for a writer to send the last Close
 _LINGER = 1.0  # seconds to drain a peer that keeps sending after we failed the connection
 _CLOSE_WAIT = 1.0  # seconds a client waits for the server to close after the closing handshake
-_STREAM_GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
+_SEND_BATCH = 65536  # bytes of frames one MessageWriter.write() queues before sending them
+_MAX_HEADER = 14  # bytes of a frame header at most (RFC 6455 §5.2), for the batch's count
 
 
 class Conn:
@@ -89,7 +95,8 @@ class Conn:
     ``trio.fail_after``) work around any call. A cancelled read loses
     nothing. A cancelled write either sent nothing, and its frame goes out
     whole with the next send, or cut its frame, and the connection fails:
-    reads raise ``CloseError`` 1006. :meth:`set_read_deadline` and
+    reads raise ``CloseError`` 1006, writes ``ConnectionResetError``.
+    A cancelled :meth:`aclose` closes all the same. :meth:`set_read_deadline` and
     :meth:`set_write_deadline` are gorilla's, in ``trio.current_time()``, and
     permanent once they pass.
 
@@ -122,6 +129,8 @@ class Conn:
         self.write_buffer_pool = write_buffer_pool
         self._send_lock = trio.StrictFIFOLock()
         self._reading = False
+        # Where close_gracefully() waits while another task reads.
+        self._reader_left = trio.lowlevel.ParkingLot()
         self._writing = False
         self._read_error: BaseException | None = None
         self._write_error: BaseException | None = None
@@ -185,7 +194,7 @@ class Conn:
                 if isinstance(event, Message):
                     return event.message_type, event.data
         finally:
-            self._reading = False
+            self._release_reader()
 
     async def next_reader(self) -> tuple[MessageType, MessageReader]:
         """Start reading the next message as a stream (gorilla: ``NextReader``).
@@ -211,7 +220,7 @@ class Conn:
                     self._reader = MessageReader(self, event.message_type, event.data)
                     return event.message_type, self._reader
         finally:
-            self._reading = False
+            self._release_reader()
 
     async def read_json(self, **loads: Any) -> Any:
         """Read the next message and decode it as JSON (gorilla: ``ReadJSON``)."""
@@ -239,6 +248,10 @@ class Conn:
         if self._reading:
             raise ConcurrencyError("another task is reading: a Conn has one reader at a time")
         self._reading = True
+
+    def _release_reader(self) -> None:
+        self._reading = False
+        self._reader_left.unpark_all()
 
     async def _skip_current_message(self) -> None:
         reader = self._reader
@@ -308,7 +321,7 @@ class Conn:
             try:
                 with trio.move_on_at(wake):
                     return await self._stream.receive_some(self._read_size)
-            except _STREAM_GONE:
+            except STREAM_GONE:
                 if not self._closed:  # not closed by another task: the peer vanished
                     self._read_error = CloseError(CloseCode.ABNORMAL_CLOSURE)
                 return b""  # the core reports the end of the stream as 1006
@@ -343,7 +356,7 @@ class Conn:
                 # closes too, for a bounded time.
                 send_eof = getattr(self._stream, "send_eof", None)
                 if send_eof is not None:
-                    with suppress(*_STREAM_GONE, trio.BusyResourceError):
+                    with suppress(*STREAM_GONE, trio.BusyResourceError):
                         await send_eof()
                     await self._drain(_LINGER)
             await self.aclose()
@@ -354,7 +367,7 @@ class Conn:
             try:
                 while await self._stream.receive_some(self._read_size):
                     pass
-            except (*_STREAM_GONE, trio.BusyResourceError):
+            except (*STREAM_GONE, trio.BusyResourceError):
                 pass
 
     # -- keepalive ---------------------------------------------------------------
@@ -381,9 +394,11 @@ class Conn:
                     MessageType.CLOSE,
                     format_close_message(CloseCode.INTERNAL_ERROR, "keepalive ping timeout"),
                 )
-            with trio.move_on_after(_CLOSE_FLUSH_WAIT):
-                await self._flush(wait=_CLOSE_FLUSH_WAIT)
-            await self.aclose()
+            try:
+                with trio.move_on_after(_CLOSE_FLUSH_WAIT):
+                    await self._flush(wait=_CLOSE_FLUSH_WAIT)
+            finally:
+                await self.aclose()  # cancelled or not: the connection is over
             raise error
         self._ping_count += 1
         payload = struct.pack("!I", self._ping_count & 0xFFFFFFFF)
@@ -402,8 +417,10 @@ class Conn:
         Raises:
             CloseSentError: a Close was already sent.
             ConcurrencyError: another task is writing.
-            TimeoutError: the write deadline passed; the connection is closed.
-            trio.ClosedResourceError, trio.BrokenResourceError: the connection is gone.
+            TimeoutError: the write deadline passed (now or at an earlier
+                write); the connection is closed.
+            ConnectionResetError: the connection is closed, or failed (also
+                at an earlier write); its ``__cause__`` may tell why.
         """
         self._take_writer()
         try:
@@ -455,6 +472,7 @@ class Conn:
         Raises:
             CloseSentError: a Close was already sent.
             TimeoutError: the deadline passed.
+            ConnectionResetError: the connection is closed, or failed.
         """
         if message_type not in _CONTROL:
             raise LocalProtocolError("write_control() sends Ping, Pong or Close")
@@ -476,6 +494,10 @@ class Conn:
     async def _send(self, deadline: float) -> None:
         """Send what the core queued, then what was queued meanwhile (Pongs, a Close echo)."""
         self._check_writable()
+        if self._closed:
+            # After the core's checks, as in wsproto_asyncio: a write after
+            # our Close was sent raises CloseSentError, closed or not.
+            raise ConnectionResetError("the connection is closed")
         with trio.move_on_at(deadline) as scope:
             async with self._send_lock:
                 # A cancel that arrived while we waited for the lock leaves the
@@ -514,7 +536,7 @@ class Conn:
             await trio.lowlevel.checkpoint_if_cancelled()
             while data := self._proto.data_to_send():
                 await self._send_all(data)
-        except _STREAM_GONE:
+        except OSError:
             pass  # the read side reports what matters
         finally:
             self._send_lock.release()
@@ -525,11 +547,14 @@ class Conn:
         except BaseException as exc:
             # Cancelled or failed part way: a frame may be cut in half, so
             # nothing can follow it. Fail cleanly: close the stream.
-            if self._write_error is None:
-                self._write_error = (
-                    exc if isinstance(exc, Exception) else trio.BrokenResourceError("cancelled")
-                )
+            error = _write_error_of(exc)
+            if self._write_error is None and not self._closed:
+                # The first failure is every later write's error; one that
+                # closed the stream under us (a deadline's) stays theirs.
+                self._write_error = error
             await trio.aclose_forcefully(self._stream)
+            if isinstance(exc, STREAM_GONE):
+                raise error from exc  # what the other adapters raise
             raise
 
     # -- options -----------------------------------------------------------------
@@ -606,10 +631,13 @@ class Conn:
     async def aclose(self) -> None:
         """Close the stream now, without a closing handshake (gorilla: ``Close``).
 
-        A task blocked reading wakes up with ``CloseError`` 1006. For a
+        A task blocked reading wakes up with ``CloseError`` 1006, one
+        blocked writing with ``ConnectionResetError``, as every later write.
+        It never waits for the peer, and closes even when cancelled. For a
         clean close, use :meth:`close_gracefully`.
         """
         if self._closed:
+            await trio.lowlevel.checkpoint()  # a checkpoint, as every trio aclose()
             return
         self._closed = True
         await trio.aclose_forcefully(self._stream)
@@ -622,16 +650,24 @@ class Conn:
     ) -> None:
         """Send a Close, wait up to ``timeout`` seconds for the peer's, then close.
 
-        Messages that arrive meanwhile are discarded. Call it from the
-        reading task, or when no task is reading.
+        If another task is reading, it reads the messages that arrive
+        meanwhile, and then the peer's Close (and this waits for it, or
+        reads on if that task stops); otherwise they are discarded.
         """
         try:
             with trio.move_on_after(timeout):
                 if self._proto.close_sent is None and self._proto.close_received is None:
-                    await self.write_control(MessageType.CLOSE, format_close_message(code, reason))
-                while True:
-                    await self.read_message()
-        except (WebSocketError, TimeoutError, *_STREAM_GONE):
+                    await self.write_control(
+                        MessageType.CLOSE, format_close_message(code, reason), self._write_deadline
+                    )
+                while self._read_error is None and not self._closed:
+                    if self._reading:
+                        # Reading too would raise ConcurrencyError, and take
+                        # messages from that task: it reads up to the Close.
+                        await self._reader_left.park()
+                    else:
+                        await self.read_message()
+        except (WebSocketError, TimeoutError, OSError):
             pass
         finally:
             await self.aclose()
@@ -644,6 +680,22 @@ class Conn:
 
     def __repr__(self) -> str:
         return f"<Conn {self._proto.role.value} {self.remote_addr!r} {self._proto.state.name}>"
+
+
+def _write_error_of(exc: BaseException) -> BaseException:
+    """What every write raises once a send failed with ``exc``, or was cancelled part way.
+
+    wsproto_asyncio raises ``ConnectionResetError`` for any write on a lost
+    connection, whatever the socket said (``EPIPE``, a TLS error...): so do
+    we, with trio's error, which holds the socket's, as the cause.
+    """
+    if isinstance(exc, trio.ClosedResourceError):
+        return ConnectionResetError("the connection is closed")
+    if isinstance(exc, trio.BrokenResourceError):
+        return ConnectionResetError("the connection failed")
+    if isinstance(exc, Exception):
+        return exc  # a stream of one's own: its error, as it is
+    return ConnectionResetError("a write was cancelled part way: the connection failed")
 
 
 def _socket_of(stream: trio.abc.Stream) -> Any:
@@ -718,7 +770,7 @@ class MessageReader:
         try:
             event = await conn._next_message_event()
         finally:
-            conn._reading = False
+            conn._release_reader()
         if isinstance(event, MessageData):
             self._pending = event.data
         elif isinstance(event, MessageEnd):
@@ -738,7 +790,8 @@ class MessageWriter:
     """Writes one message in frames of ``write_buffer_size`` (what ``next_writer()`` returns).
 
     ``await writer.aclose()`` sends the last frame and ends the message; use
-    it as ``async with conn.next_writer(t) as writer``. Text messages take
+    it as ``async with conn.next_writer(t) as writer``. The frames one
+    ``write()`` fills go out together, about 64 KiB at a time. Text messages take
     UTF-8 ``bytes`` (or ``str`` through :meth:`write_text`). The buffer
     comes from the connection's ``write_buffer_pool`` at the first write and
     goes back at ``aclose()``.
@@ -758,6 +811,7 @@ class MessageWriter:
             raise ValueError("write to a closed message writer")
         await trio.lowlevel.checkpoint_if_cancelled()  # cancelled: nothing was buffered
         sent = False
+        queued = 0  # bytes of frames queued in the core and not sent yet
         with memoryview(data) as whole, whole.cast("B") as view:
             size = len(view)
             buffer = self._buffer if self._buffer is not None else self._take_buffer()
@@ -766,13 +820,21 @@ class MessageWriter:
                 if self._filled == self._size:
                     # Send a full buffer only once more data comes, so the
                     # last frame, sent by aclose(), is never empty.
-                    await self._frame(buffer, fin=False)
-                    sent = True
+                    self._queue_frame(buffer, fin=False)
+                    queued += self._size + _MAX_HEADER
+                    if queued >= _SEND_BATCH:
+                        # Many small frames, one send: each send costs a
+                        # syscall and a pass through trio's scheduler, and
+                        # wakes the peer's reader once more.
+                        await self._conn._send(self._conn._write_deadline)
+                        sent, queued = True, 0
                 count = min(size - start, self._size - self._filled)
                 buffer[self._filled : self._filled + count] = view[start : start + count]
                 self._filled += count
                 start += count
-        if not sent:
+        if queued:
+            await self._conn._send(self._conn._write_deadline)
+        elif not sent:
             await trio.lowlevel.cancel_shielded_checkpoint()  # buffered only: still a checkpoint
         return size
 
@@ -819,6 +881,10 @@ class MessageWriter:
         return buffer
 
     async def _frame(self, buffer: bytearray, *, fin: bool) -> None:
+        self._queue_frame(buffer, fin=fin)
+        await self._conn._send(self._conn._write_deadline)
+
+    def _queue_frame(self, buffer: bytearray, *, fin: bool) -> None:
         with memoryview(buffer) as view:
             data = bytes(view[: self._filled])  # the core may keep it: the buffer is reused
         self._filled = 0
@@ -828,4 +894,3 @@ class MessageWriter:
             core.send_text(data, fin=fin)
         else:
             core.send_binary(data, fin=fin)
-        await self._conn._send(self._conn._write_deadline)

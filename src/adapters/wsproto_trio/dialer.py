@@ -28,7 +28,7 @@ from wsproto_core import (
 )
 from wsproto_core.headers import HeadersLike
 
-from ._io import exchange, open_tunnel
+from ._io import STREAM_GONE, exchange, open_tunnel, os_error
 from .conn import Conn
 
 __all__ = ["Dialer", "NetDial", "default_dialer", "dial"]
@@ -98,8 +98,9 @@ class Dialer(DialerOptions):
                 wrongly; for a refusal, ``.response`` has the status,
                 headers and body.
             TimeoutError: ``handshake_timeout`` passed.
-            OSError: connecting failed (refused, unreachable).
-            trio.BrokenResourceError: the connection or TLS failed.
+            OSError: connecting failed (refused, unreachable, TLS errors such
+                as ``ssl.SSLCertVerificationError``, the connection lost);
+                where trio reported it, its error is the ``__cause__``.
         """
         uri = parse_uri(url)
         proxy = resolve_proxy(self.proxy, uri)
@@ -138,6 +139,10 @@ class Dialer(DialerOptions):
             if stream is not None:
                 await trio.aclose_forcefully(stream)
             raise TimeoutError("the handshake did not complete within handshake_timeout") from None
+        except STREAM_GONE as exc:
+            if stream is not None:
+                await trio.aclose_forcefully(stream)
+            raise os_error(exc) from exc
         except BaseException:
             if stream is not None:
                 await trio.aclose_forcefully(stream)

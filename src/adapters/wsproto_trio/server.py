@@ -23,6 +23,7 @@ import trio
 from wsproto_core import CloseCode, HandshakeError, MessageType, WebSocketError
 from wsproto_core.frames import format_close_message
 
+from ._io import STREAM_GONE
 from .conn import Conn
 from .upgrader import HTTPHandler, Upgrader
 
@@ -33,7 +34,6 @@ logger = logging.getLogger("wsproto_trio.server")
 Handler = Callable[[Conn], Awaitable[None]]
 _GOING_AWAY = "server shutting down"
 _GOING_AWAY_WAIT = 1.0  # seconds a returning handler's connection gets to send its 1001
-_STREAM_GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
 
 
 class Server:
@@ -119,7 +119,7 @@ class Server:
         except HandshakeError as exc:
             logger.info("refused a handshake: %s", exc)
             return
-        except (OSError, TimeoutError, *_STREAM_GONE) as exc:
+        except (OSError, TimeoutError) as exc:
             logger.info("handshake failed: %r", exc)
             return
         except Exception:
@@ -128,12 +128,16 @@ class Server:
             return
         self._conns.add(conn)
         try:
-            if self._stopping.is_set():
-                # Opened while the server was shutting down: close it as the others.
-                await conn.close_gracefully(CloseCode.GOING_AWAY, _GOING_AWAY, 1.0)
-                return
+            if self._stopping.is_set() and self._tasks is not None:
+                # Upgraded as shutdown began: send_all() lets other tasks run
+                # once the 101 is out, so the client may have seen its
+                # connection open, and _going_away() may have missed it. Treat
+                # it as the others, however the race went: its handler runs,
+                # and its 1001 goes from a task of its own, so a peer that
+                # doesn't read can't hold up the handler.
+                self._tasks.start_soon(self._send_going_away, conn)
             await self.handler(conn)
-        except (WebSocketError, OSError, *_STREAM_GONE) as exc:
+        except (WebSocketError, OSError, *STREAM_GONE) as exc:  # trio's: a handler's own streams
             logger.debug("connection ended: %r", exc)
         except Exception:
             logger.exception("the handler failed")
@@ -158,7 +162,7 @@ class Server:
     @staticmethod
     async def _send_going_away(conn: Conn) -> None:
         # A connection that sent its Close already raises CloseSentError: fine.
-        with suppress(WebSocketError, TimeoutError, *_STREAM_GONE):
+        with suppress(WebSocketError, TimeoutError, OSError):
             await conn.write_control(
                 MessageType.CLOSE, format_close_message(CloseCode.GOING_AWAY, _GOING_AWAY)
             )

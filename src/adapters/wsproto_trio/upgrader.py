@@ -24,7 +24,7 @@ from wsproto_core import (
 )
 from wsproto_core.headers import HeadersLike
 
-from ._io import exchange
+from ._io import STREAM_GONE, exchange, os_error
 from .conn import Conn
 
 __all__ = ["HTTPHandler", "Upgrader"]
@@ -76,7 +76,8 @@ class Upgrader(UpgraderOptions):
             HandshakeError: the request was not a valid WebSocket handshake;
                 the HTTP error response was sent and the stream closed.
             TimeoutError: the request did not arrive within ``handshake_timeout``.
-            trio.BrokenResourceError: the stream failed.
+            OSError: the stream failed (for TLS, an ``ssl.SSLError``); trio's
+                error is the ``__cause__``.
         """
         core = self.new_connection()
         timeout = math.inf if self.handshake_timeout is None else self.handshake_timeout
@@ -94,13 +95,16 @@ class Upgrader(UpgraderOptions):
                     core.accept(extra_headers=response_headers)
                     await stream.send_all(core.data_to_send())
                 except HandshakeError:
-                    with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    with suppress(*STREAM_GONE):
                         if data := core.data_to_send():  # the error response
                             await stream.send_all(data)
                     raise
         except trio.TooSlowError:
             await trio.aclose_forcefully(stream)
             raise TimeoutError("the handshake did not complete within handshake_timeout") from None
+        except STREAM_GONE as exc:
+            await trio.aclose_forcefully(stream)
+            raise os_error(exc) from exc
         except BaseException:
             await trio.aclose_forcefully(stream)
             raise
