@@ -91,6 +91,7 @@ __all__ = [
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
 _MASK_POOL = 4096  # random bytes fetched at once: 1024 masking keys per system call
 _SMALL = 4096  # payloads below this are sliced, above it copied through a memoryview
+_COMPRESSED_PIECE = 4096  # compressed payload is decoded in pieces of this, at most
 
 Data = bytes | bytearray | memoryview
 
@@ -380,11 +381,20 @@ class Connection:
                 continue
             available = len(buf) - pos
             size = self._remaining
-            if available < size:
+            if self._rsv:
+                # Compressed payload is decoded in pieces cut at fixed offsets
+                # of the frame, whatever the reads: zlib accepts a
+                # back-reference beyond the agreed window (RFC 7692 §7.1.2)
+                # within one call but not across two, so where the calls
+                # split the data must not depend on how the network did.
+                size = min(size, _COMPRESSED_PIECE - self._offset % _COMPRESSED_PIECE)
+                if available < size:
+                    return self._end_of_input()
+            elif available < size:
                 if not available:
                     return self._end_of_input()
                 size = available
-            if size > MAX_PIECE_SIZE and (self._rsv or self._streaming):
+            if size > MAX_PIECE_SIZE and self._streaming:
                 # Bounded pieces keep what an extension or a stream handles
                 # at once small, whatever the size of the read.
                 size = MAX_PIECE_SIZE
