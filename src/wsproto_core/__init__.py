@@ -74,7 +74,7 @@ from .options import (
     DialerOptions,
     UpgraderOptions,
 )
-from .pool import BufferPool, SharedBufferPool
+from .pool import BufferPool, FrameBuffer, SharedBufferPool
 from .prepared import PreparedMessage
 from .proxy import ProxyConnect, ProxyURL, TunnelEstablished, parse_proxy_url
 from .state import State
@@ -101,6 +101,7 @@ __all__ = [
     "Extension",
     "ExtensionOffer",
     "Frame",
+    "FrameBuffer",
     "HTTPRequest",
     "HandshakeError",
     "HandshakeRejected",

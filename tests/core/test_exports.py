@@ -28,6 +28,7 @@ PUBLIC = {
     "Extension",
     "ExtensionOffer",
     "Frame",
+    "FrameBuffer",
     "HTTPRequest",
     "HandshakeError",
     "HandshakeRejected",

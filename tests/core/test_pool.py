@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import array
+
 import pytest
 
-from wsproto_core import BufferPool, SharedBufferPool
+from wsproto_core import BufferPool, FrameBuffer, SharedBufferPool
 
 
 def test_an_empty_pool_makes_the_caller_allocate() -> None:
@@ -53,3 +55,39 @@ def test_any_object_with_get_and_put_is_a_pool() -> None:
     assert isinstance(Mine(), BufferPool)
     assert isinstance(SharedBufferPool(), BufferPool)
     assert not isinstance(object(), BufferPool)
+
+
+def test_frame_buffer_cuts_writes_into_full_frames() -> None:
+    frames = FrameBuffer(4)
+    assert list(frames.write(b"ab")) == []
+    assert list(frames.write(bytearray(b"cdefghij"))) == [b"abcd", b"efgh"]
+    assert list(frames.write(memoryview(b""))) == []
+    assert frames.finish() == b"ij"
+
+
+def test_frame_buffer_never_ends_with_an_empty_frame() -> None:
+    frames = FrameBuffer(4)
+    assert list(frames.write(b"abcd")) == []  # full, but nothing more came yet
+    assert frames.finish() == b"abcd"
+
+
+def test_frame_buffer_without_writes_finishes_empty() -> None:
+    assert FrameBuffer(4).finish() == b""
+
+
+def test_frame_buffer_borrows_only_while_writing() -> None:
+    pool = SharedBufferPool()
+    lent = bytearray(4)
+    pool.put(bytearray(9))  # another size: not used, and dropped
+    pool.put(lent)
+    frames = FrameBuffer(4, pool)
+    assert len(pool) == 2
+    assert list(frames.write(array.array("H", [1, 2, 3]))) == [bytes(array.array("H", [1, 2]))]
+    assert len(pool) == 1
+    assert frames.finish() == bytes(array.array("H", [3]))
+    assert len(pool) == 2
+    assert pool.get() is lent
+    other = FrameBuffer(4, pool)
+    list(other.write(b"x"))
+    other.finish()
+    assert [len(buffer) for buffer in pool._idle] == [4]  # the 9-byte one was replaced

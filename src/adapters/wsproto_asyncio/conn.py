@@ -34,6 +34,7 @@ from wsproto_core import (
     ConcurrencyError,
     Connection,
     Event,
+    FrameBuffer,
     LocalProtocolError,
     Message,
     MessageData,
@@ -645,29 +646,16 @@ class MessageWriter:
     def __init__(self, conn: Conn, message_type: MessageType) -> None:
         self._conn = conn
         self._type = message_type
-        self._size = conn.write_buffer_size
-        self._buffer: bytearray | None = None
-        self._filled = 0
+        self._frames = FrameBuffer(conn.write_buffer_size, conn.write_buffer_pool)
         self.closed = False
 
     async def write(self, data: Any) -> int:
         """Buffer ``data``; each time the buffer is full and more comes, it goes out as a frame."""
         if self.closed:
             raise ValueError("write to a closed message writer")
-        with memoryview(data) as whole, whole.cast("B") as view:
-            size = len(view)
-            buffer = self._buffer if self._buffer is not None else self._take_buffer()
-            start = 0
-            while start < size:
-                if self._filled == self._size:
-                    # Send a full buffer only once more data comes, so the
-                    # last frame, sent by close(), is never empty.
-                    await self._frame(buffer, fin=False)
-                count = min(size - start, self._size - self._filled)
-                buffer[self._filled : self._filled + count] = view[start : start + count]
-                self._filled += count
-                start += count
-        return size
+        for payload in self._frames.write(data):
+            await self._frame(payload, fin=False)
+        return memoryview(data).nbytes
 
     async def write_text(self, text: str) -> int:
         """Write ``text`` as UTF-8; returns the number of characters."""
@@ -680,11 +668,8 @@ class MessageWriter:
             return
         self.closed = True
         try:
-            await self._frame(self._buffer if self._buffer is not None else bytearray(), fin=True)
+            await self._frame(self._frames.finish(), fin=True)
         finally:
-            if self._buffer is not None and self._conn.write_buffer_pool is not None:
-                self._conn.write_buffer_pool.put(self._buffer)
-            self._buffer = None
             self._conn._writing = False
 
     async def __aenter__(self) -> MessageWriter:
@@ -693,18 +678,7 @@ class MessageWriter:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    def _take_buffer(self) -> bytearray:
-        pool = self._conn.write_buffer_pool
-        buffer = pool.get() if pool is not None else None
-        if buffer is None or len(buffer) != self._size:  # a pool shared across sizes
-            buffer = bytearray(self._size)
-        self._buffer = buffer
-        return buffer
-
-    async def _frame(self, buffer: bytearray, *, fin: bool) -> None:
-        with memoryview(buffer) as view:
-            data = bytes(view[: self._filled])  # the core may keep it: the buffer is reused
-        self._filled = 0
+    async def _frame(self, data: bytes, *, fin: bool) -> None:
         self._conn._check_write_error()
         core = self._conn._proto
         if self._type is MessageType.TEXT:

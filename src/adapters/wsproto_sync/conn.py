@@ -35,6 +35,7 @@ from wsproto_core import (
     ConcurrencyError,
     Connection,
     Event,
+    FrameBuffer,
     LocalProtocolError,
     Message,
     MessageData,
@@ -663,9 +664,7 @@ class MessageWriter(io.RawIOBase):
         super().__init__()
         self._conn = conn
         self._type = message_type
-        self._size = conn.write_buffer_size
-        self._buffer: bytearray | None = None
-        self._filled = 0
+        self._frames = FrameBuffer(conn.write_buffer_size, conn.write_buffer_pool)
 
     def writable(self) -> bool:
         """Always ``True``."""
@@ -675,20 +674,9 @@ class MessageWriter(io.RawIOBase):
         """Buffer ``data``; each time the buffer is full and more comes, it goes out as a frame."""
         if self.closed:
             raise ValueError("write to a closed message writer")
-        with memoryview(data) as whole, whole.cast("B") as view:
-            size = len(view)
-            buffer = self._buffer if self._buffer is not None else self._take_buffer()
-            start = 0
-            while start < size:
-                if self._filled == self._size:
-                    # Send a full buffer only once more data comes, so the
-                    # last frame, sent by close(), is never empty.
-                    self._frame(buffer, fin=False)
-                count = min(size - start, self._size - self._filled)
-                buffer[self._filled : self._filled + count] = view[start : start + count]
-                self._filled += count
-                start += count
-        return size
+        for payload in self._frames.write(data):
+            self._frame(payload, fin=False)
+        return memoryview(data).nbytes
 
     def write_text(self, text: str) -> int:
         """Write ``text`` as UTF-8; returns the number of characters."""
@@ -700,27 +688,12 @@ class MessageWriter(io.RawIOBase):
         if self.closed:
             return
         try:
-            buffer = self._buffer if self._buffer is not None else bytearray()
-            self._frame(buffer, fin=True)
+            self._frame(self._frames.finish(), fin=True)
         finally:
-            if self._buffer is not None and self._conn.write_buffer_pool is not None:
-                self._conn.write_buffer_pool.put(self._buffer)
-            self._buffer = None
             super().close()
             self._conn._writer_role.release()
 
-    def _take_buffer(self) -> bytearray:
-        pool = self._conn.write_buffer_pool
-        buffer = pool.get() if pool is not None else None
-        if buffer is None or len(buffer) != self._size:  # a pool shared across sizes
-            buffer = bytearray(self._size)
-        self._buffer = buffer
-        return buffer
-
-    def _frame(self, buffer: bytearray, *, fin: bool) -> None:
-        with memoryview(buffer) as view:
-            data = bytes(view[: self._filled])  # the core may keep it: the buffer is reused
-        self._filled = 0
+    def _frame(self, data: bytes, *, fin: bool) -> None:
         text = self._type is MessageType.TEXT
 
         def queue(core: Connection) -> None:

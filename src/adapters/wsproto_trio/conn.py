@@ -47,6 +47,7 @@ from wsproto_core import (
     ConcurrencyError,
     Connection,
     Event,
+    FrameBuffer,
     LocalProtocolError,
     Message,
     MessageData,
@@ -800,9 +801,7 @@ class MessageWriter:
     def __init__(self, conn: Conn, message_type: MessageType) -> None:
         self._conn = conn
         self._type = message_type
-        self._size = conn.write_buffer_size
-        self._buffer: bytearray | None = None
-        self._filled = 0
+        self._frames = FrameBuffer(conn.write_buffer_size, conn.write_buffer_pool)
         self.closed = False
 
     async def write(self, data: Any) -> int:
@@ -812,31 +811,20 @@ class MessageWriter:
         await trio.lowlevel.checkpoint_if_cancelled()  # cancelled: nothing was buffered
         sent = False
         queued = 0  # bytes of frames queued in the core and not sent yet
-        with memoryview(data) as whole, whole.cast("B") as view:
-            size = len(view)
-            buffer = self._buffer if self._buffer is not None else self._take_buffer()
-            start = 0
-            while start < size:
-                if self._filled == self._size:
-                    # Send a full buffer only once more data comes, so the
-                    # last frame, sent by aclose(), is never empty.
-                    self._queue_frame(buffer, fin=False)
-                    queued += self._size + _MAX_HEADER
-                    if queued >= _SEND_BATCH:
-                        # Many small frames, one send: each send costs a
-                        # syscall and a pass through trio's scheduler, and
-                        # wakes the peer's reader once more.
-                        await self._conn._send(self._conn._write_deadline)
-                        sent, queued = True, 0
-                count = min(size - start, self._size - self._filled)
-                buffer[self._filled : self._filled + count] = view[start : start + count]
-                self._filled += count
-                start += count
+        for payload in self._frames.write(data):
+            self._queue_frame(payload, fin=False)
+            queued += len(payload) + _MAX_HEADER
+            if queued >= _SEND_BATCH:
+                # Many small frames, one send: each send costs a syscall
+                # and a pass through trio's scheduler, and wakes the peer's
+                # reader once more.
+                await self._conn._send(self._conn._write_deadline)
+                sent, queued = True, 0
         if queued:
             await self._conn._send(self._conn._write_deadline)
         elif not sent:
             await trio.lowlevel.cancel_shielded_checkpoint()  # buffered only: still a checkpoint
-        return size
+        return memoryview(data).nbytes
 
     async def write_text(self, text: str) -> int:
         """Write ``text`` as UTF-8; returns the number of characters."""
@@ -849,11 +837,8 @@ class MessageWriter:
             return
         self.closed = True
         try:
-            await self._frame(self._buffer if self._buffer is not None else bytearray(), fin=True)
+            await self._frame(self._frames.finish(), fin=True)
         finally:
-            if self._buffer is not None and self._conn.write_buffer_pool is not None:
-                self._conn.write_buffer_pool.put(self._buffer)
-            self._buffer = None
             self._conn._writing = False
 
     close = aclose
@@ -872,22 +857,11 @@ class MessageWriter:
         with suppress(Exception):
             await self.aclose()
 
-    def _take_buffer(self) -> bytearray:
-        pool = self._conn.write_buffer_pool
-        buffer = pool.get() if pool is not None else None
-        if buffer is None or len(buffer) != self._size:  # a pool shared across sizes
-            buffer = bytearray(self._size)
-        self._buffer = buffer
-        return buffer
-
-    async def _frame(self, buffer: bytearray, *, fin: bool) -> None:
-        self._queue_frame(buffer, fin=fin)
+    async def _frame(self, data: bytes, *, fin: bool) -> None:
+        self._queue_frame(data, fin=fin)
         await self._conn._send(self._conn._write_deadline)
 
-    def _queue_frame(self, buffer: bytearray, *, fin: bool) -> None:
-        with memoryview(buffer) as view:
-            data = bytes(view[: self._filled])  # the core may keep it: the buffer is reused
-        self._filled = 0
+    def _queue_frame(self, data: bytes, *, fin: bool) -> None:
         self._conn._check_writable()
         core = self._conn._proto
         if self._type is MessageType.TEXT:
