@@ -211,8 +211,8 @@ async def _open_tunnel(
     return event.trailing_data
 
 
-#: A Dialer with the default options (gorilla: ``DefaultDialer``).
 default_dialer = Dialer()
+"""A Dialer with the default options, which :func:`dial` uses (gorilla: ``DefaultDialer``)."""
 
 
 async def dial(url: str, headers: HeadersLike = ()) -> tuple[Conn, HandshakeResponse]:

@@ -178,8 +178,8 @@ def _remaining(deadline: float | None) -> float | None:
     return remaining
 
 
-#: A Dialer with the default options (gorilla: ``DefaultDialer``).
 default_dialer = Dialer()
+"""A Dialer with the default options, which :func:`dial` uses (gorilla: ``DefaultDialer``)."""
 
 
 def dial(url: str, headers: HeadersLike = ()) -> tuple[Conn, HandshakeResponse]:

@@ -174,8 +174,8 @@ async def _open_tcp(address: tuple[str, int]) -> trio.abc.Stream:
     return await trio.open_tcp_stream(*address)
 
 
-#: A Dialer with the default options (gorilla: ``DefaultDialer``).
 default_dialer = Dialer()
+"""A Dialer with the default options, which :func:`dial` uses (gorilla: ``DefaultDialer``)."""
 
 
 async def dial(url: str, headers: HeadersLike = ()) -> tuple[Conn, HandshakeResponse]:
