@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import connect, serve
 from .bench import UsageError, add_arguments, run_bench
 from .demo import run_demo
 
@@ -26,6 +27,22 @@ def main(argv: list[str] | None = None) -> int:
         description="Measure our adapters and their peers over loopback, in one run.",
     )
     add_arguments(bench)
+    serve.add_arguments(
+        commands.add_parser(
+            "serve",
+            help="serve an echo, a chat hub and a chat page for browsers",
+            description="Serve WebSocket echo on every path but /chat, a chat hub on /chat, "
+            "and a chat page for browsers on / (see docs/cli.md).",
+        )
+    )
+    connect.add_arguments(
+        commands.add_parser(
+            "connect",
+            help="an interactive client: send the lines typed, print the messages received",
+            description=connect.DESCRIPTION,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+    )
     args = parser.parse_args(argv)
     if args.command == "demo":
         return run_demo()
@@ -34,6 +51,10 @@ def main(argv: list[str] | None = None) -> int:
             return run_bench(args)
         except UsageError as exc:
             bench.error(str(exc))
+    if args.command == "serve":
+        return serve.run_serve(args)
+    if args.command == "connect":
+        return connect.run_connect(args)
     parser.error(f"unknown command {args.command!r}")  # pragma: no cover - argparse refuses first
     return 2  # pragma: no cover
 
