@@ -319,7 +319,12 @@ class Bridge(asyncio.BufferedProtocol):
         """Close the transport after sending what it holds; abort after ``timeout``."""
         if self.transport is None:
             return
-        self.transport.close()
+        if not self._closing:
+            # Otherwise the core's close is under way, perhaps lingering after
+            # a failure so the peer reads our Close before any reset: closing
+            # now would cut that short (a 1009 lost to a reset, seen with
+            # Chromium); the wait below still bounds it.
+            self.transport.close()
         try:
             async with asyncio.timeout(timeout):
                 await asyncio.shield(self.lost)
