@@ -57,3 +57,19 @@ def test_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) ->
 def test_main_runs_the_demo(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo"]) == 0
     assert "all steps passed" in capsys.readouterr().out
+
+
+def test_a_reader_that_goes_away_stops_the_command_quietly() -> None:
+    # `wsproto demo | head -1`: the pipe breaks after the first line.
+    with subprocess.Popen(
+        [sys.executable, "-m", "wsproto_cli", "demo"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as process:
+        assert process.stdout is not None and process.stderr is not None
+        assert process.stdout.readline()
+        process.stdout.close()
+        stderr = process.stderr.read()
+        status = process.wait(timeout=120)
+    assert status == 1
+    assert b"Traceback" not in stderr, stderr.decode(errors="replace")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from . import connect, serve
@@ -44,6 +45,19 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     args = parser.parse_args(argv)
+    try:
+        return _run(parser, bench, args)
+    except BrokenPipeError:
+        # The reader of our output went away (`wsproto demo | head`): stop
+        # quietly, as Unix tools do, and keep Python from reporting the same
+        # error again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+def _run(
+    parser: argparse.ArgumentParser, bench: argparse.ArgumentParser, args: argparse.Namespace
+) -> int:
     if args.command == "demo":
         return run_demo()
     if args.command == "bench":
