@@ -3,6 +3,7 @@
     python fuzz/autobahn/run.py                 # every adapter, both modes, all cases
     python fuzz/autobahn/run.py --fast          # groups 1-7 and 10 only (seconds)
     python fuzz/autobahn/run.py --slow --jobs 2 # groups 9, 12 and 13, two runs at a time
+    python fuzz/autobahn/run.py --slow --adapters rotate  # one adapter, picked by the commit
     python fuzz/autobahn/run.py --adapters sync --modes server --cases "12.*"
 
 It uses the suite's Python 3 port in ``../shared/tools/autobahn`` (run its
@@ -128,6 +129,25 @@ def _case_key(case: str) -> tuple[int, ...]:
     return tuple(int(part) for part in case.split("."))
 
 
+def rotate() -> str:
+    """The adapter whose turn it is, from the commit under test.
+
+    The slow groups take minutes per run, too long for every adapter in
+    every CI run; so each run takes one adapter (both modes), and any three
+    consecutive commits usually cover all three. ``make autobahn`` runs them all.
+    """
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ",".join(ADAPTERS)  # not a git checkout: no way to rotate, so all
+    return ADAPTERS[int(head, 16) % len(ADAPTERS)]
+
+
 def run(adapter: str, mode: str, cases: str, timeout: int) -> tuple[bool, str]:
     """One run of the suite; its verdict and what it printed."""
     out = HERE / "reports" / f"{adapter}-{mode}"
@@ -143,7 +163,11 @@ def run(adapter: str, mode: str, cases: str, timeout: int) -> tuple[bool, str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--adapters", default=",".join(ADAPTERS))
+    parser.add_argument(
+        "--adapters",
+        default=",".join(ADAPTERS),
+        help='comma-separated, or "rotate": the one whose turn it is for this commit',
+    )
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--cases", default="*", help='case globs, e.g. "1.*,12.1.*"')
     which = parser.add_mutually_exclusive_group()
@@ -158,9 +182,11 @@ def main() -> int:
         print(f"autobahn: {TOOLS} not found; set AUTOBAHN_TOOLS", file=sys.stderr)
         return 2
     cases = FAST if args.fast else SLOW if args.slow else args.cases
-    runs = [
-        (adapter, mode) for adapter in args.adapters.split(",") for mode in args.modes.split(",")
-    ]
+    adapters = args.adapters
+    if adapters == "rotate":
+        adapters = rotate()
+        print(f"autobahn: {adapters}'s turn for this commit ({cases})", flush=True)
+    runs = [(adapter, mode) for adapter in adapters.split(",") for mode in args.modes.split(",")]
     # Each run has its own port, report folder and processes, so runs can
     # overlap; their output is printed whole as each one ends.
     failures = 0
