@@ -10,12 +10,12 @@ NODE_STAMP := $(NODE_PEER)/node_modules/.installed
 AUTOBAHN_TOOLS ?= ../shared/tools/autobahn
 WSTEST := $(HOME)/.venvs/abt/bin/wstest
 
-.PHONY: demo test lint typecheck unit fuzz fuzz-smoke autobahn autobahn-fast autobahn-slow bench clean
+.PHONY: demo test lint typecheck unit unit-pure fuzz fuzz-smoke autobahn autobahn-fast autobahn-slow bench clean
 
 demo: $(STAMP)
 	$(BIN)/wsproto demo
 
-test: lint typecheck unit fuzz-smoke autobahn-fast
+test: lint typecheck unit unit-pure fuzz-smoke autobahn-fast docs
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -27,6 +27,12 @@ typecheck: $(STAMP)
 
 unit: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python -m pytest --cov --cov-report=term-missing --cov-fail-under=100
+
+# The same tests with the pure-Python masking that installs without a compiler
+# (src/wsproto_core/mask.py), as `unit` tests the C extension: CI runs both.
+# `unit` checks coverage, which both paths reach alike.
+unit-pure: $(STAMP) $(NODE_STAMP)
+	WSPROTO_CORE_PURE_PYTHON=1 $(BIN)/python -m pytest
 
 fuzz: $(STAMP)
 	$(BIN)/python fuzz/run.py
@@ -44,10 +50,13 @@ autobahn: $(STAMP) $(WSTEST)
 autobahn-fast: $(STAMP) $(WSTEST)
 	AUTOBAHN_TOOLS=$(AUTOBAHN_TOOLS) $(BIN)/python fuzz/autobahn/run.py --fast --jobs $(AUTOBAHN_JOBS)
 
-# The rest (9.x limits, 12.x and 13.x permessage-deflate), minutes per run:
-# CI runs it after `make test`, so every CI run covers the whole suite.
+# The rest (9.x limits, 12.x and 13.x permessage-deflate), several minutes per
+# run: CI runs it after `make test` for one adapter in both modes, taking
+# turns by commit (`AUTOBAHN_SLOW_ADAPTERS=sync,asyncio,trio` for all).
+AUTOBAHN_SLOW_ADAPTERS ?= rotate
 autobahn-slow: $(STAMP) $(WSTEST)
-	AUTOBAHN_TOOLS=$(AUTOBAHN_TOOLS) $(BIN)/python fuzz/autobahn/run.py --slow --jobs $(AUTOBAHN_JOBS)
+	AUTOBAHN_TOOLS=$(AUTOBAHN_TOOLS) $(BIN)/python fuzz/autobahn/run.py --slow \
+		--adapters $(AUTOBAHN_SLOW_ADAPTERS) --jobs $(AUTOBAHN_JOBS)
 
 $(WSTEST):
 	bash $(AUTOBAHN_TOOLS)/setup.sh
@@ -56,10 +65,15 @@ $(WSTEST):
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m wsproto_cli.bench $(BENCH_ARGS)
 
-$(STAMP): pyproject.toml
+# The documentation site, into build/site/ (mkdocs.yml); any warning fails the build.
+# NO_MKDOCS_2_WARNING silences a banner of the theme's about MkDocs 2.0.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+$(STAMP): pyproject.toml setup.py src/wsproto_core/_speedups.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,fuzz]'
+	$(BIN)/python -m pip install --quiet -e '.[test,fuzz,docs]'
 	touch $(STAMP)
 
 # The peers the benchmark compares with (the `bench` extra), in the same environment.

@@ -53,6 +53,8 @@ from dataclasses import asdict, dataclass, field
 from time import perf_counter
 from typing import IO, TYPE_CHECKING, Any, TextIO, TypeVar
 
+import wsproto_core.mask
+
 if TYPE_CHECKING:
     import aiohttp
     import websockets.asyncio.client
@@ -1310,6 +1312,8 @@ def _environment() -> dict[str, Any]:
         "platform": f"{platform.system()} {platform.machine()}",
         "cpus": os.cpu_count(),
         "load": None if load is None else [round(value, 2) for value in load],
+        # Our figures depend on it: see wsproto_core.mask.
+        "masking": "compiled" if wsproto_core.mask.COMPILED else "pure Python",
     }
 
 
@@ -1325,7 +1329,8 @@ def format_report(
     lines = [
         f"wsproto bench: Python {env['python']}, {env['platform']}, {env['cpus']} CPUs, "
         f"loopback; median of {settings.repeat} x {settings.duration:g} s"
-        + (f"; load {' '.join(map(str, env['load']))} at the end" if env["load"] else ""),
+        + (f"; load {' '.join(map(str, env['load']))} at the end" if env["load"] else "")
+        + f"; wsproto_core masking: {env['masking']}",
         "versions: "
         + ", ".join(dict.fromkeys(f"{impl.package} {impl.version()}" for impl in impls)),
         "ratios: >1 is better than the reference; 'best peer' is the best library not ours",
