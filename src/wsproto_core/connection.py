@@ -20,6 +20,9 @@ Invariants:
   (when the extensions keep to it): what an extension holds back is passed on
   before more payload is read, so a streamed message of any size, compressed
   or not, passes in bounded memory.
+* A message delivered whole takes memory proportional to its payload
+  however it was cut: small pieces are joined as they come, a run at a
+  time, not kept as one object each (see :mod:`~wsproto_core.assembly`).
 * Once a Close frame is received or the connection fails, input is
   discarded (RFC 6455 §1.4, §7.1.7).
 * Every state change goes through :func:`~wsproto_core.state.transition`.
@@ -32,6 +35,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 
+from .assembly import SMALL_PIECE, PieceJoiner
 from .constants import CloseCode, MessageType, Opcode
 from .errors import HandshakeError, LocalProtocolError, ReadLimitError, RemoteProtocolError
 from .events import (
@@ -74,7 +78,7 @@ from .handshake import (
     same_origin,
 )
 from .headers import HeadersLike
-from .mask import apply_mask
+from .mask import apply_mask, mask_frame
 from .prepared import PreparedMessage
 from .state import RECEIVE_TRANSITIONS, SEND_TRANSITIONS, State, transition
 from .uri import WebSocketURI
@@ -92,6 +96,7 @@ DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
 _MASK_POOL = 4096  # random bytes fetched at once: 1024 masking keys per system call
 _SMALL = 4096  # payloads below this are sliced, above it copied through a memoryview
 _COMPRESSED_PIECE = 4096  # compressed payload is decoded in pieces of this, at most
+_TEXT_RUN = 256  # the small pieces of a text message are joined this many at a time
 
 Data = bytes | bytearray | memoryview
 
@@ -145,13 +150,16 @@ class Connection:
         self.subprotocol = subprotocol
         self.max_message_size = max_message_size
         self.auto_pong = auto_pong
-        #: Deliver the next messages in pieces; takes effect at the next message.
         self.stream_messages = stream_messages
-        #: In streaming mode, an uncompressed, unfragmented message shorter
-        #: than this whose frame is already here whole comes as one
-        #: :class:`Message`: three events would cost more and save no memory.
-        #: 0 (the default) streams every message.
+        """Deliver the next messages in pieces; takes effect at the next message."""
         self.stream_min_size = 0
+        """In streaming mode, deliver shorter messages whole.
+
+        An uncompressed, unfragmented message shorter than this whose frame
+        is already here whole comes as one :class:`Message`: three events
+        would cost more and save no memory. 0 (the default) streams every
+        message.
+        """
         self._random_bytes = random_bytes
         self._mask_pool = b""
         self._mask_pos = 0
@@ -160,10 +168,10 @@ class Connection:
         self._failed = False
         self._events: deque[Event] = deque()
         self._out: list[bytes] = []
-        #: The Close we sent, or ``None``.
         self.close_sent: Close | None = None
-        #: The Close we received (code 1006 if the transport ended without one), or ``None``.
+        """The Close we sent, or ``None``."""
         self.close_received: Close | None = None
+        """The Close we received (code 1006 if the transport ended without one), or ``None``."""
 
         # Input not yet consumed is self._buffer[self._pos:].
         self._buffer: bytes | bytearray = b""
@@ -180,8 +188,13 @@ class Connection:
         self._rsv = 0
         self._size = 0
         self._streaming = False
-        self._parts: list[bytes] | list[str] = []
         self._utf8: Utf8Decoder | None = None
+        # A message delivered whole, so far, in memory proportional to its
+        # size: the payload of a binary one; the text of a text one, and the
+        # small pieces of text after it, to be joined into one string.
+        self._joiner = PieceJoiner()
+        self._texts: list[str] = []
+        self._run: list[str] = []
         # The extensions that decode the message, in the order they run, with
         # their RSV bits; and whether they hold back output of the last piece
         # of payload (and whether that piece was the message's last).
@@ -508,7 +521,6 @@ class Connection:
         self._decoders = self._decoders_by_rsv[rsv]
         self._size = 0
         self._streaming = self.stream_messages
-        self._parts = []
         self._utf8 = None
         if self._streaming:
             return MessageStart(message_type=MessageType(opcode))
@@ -536,25 +548,41 @@ class Connection:
                     return MessageData(data=chunk)
                 return MessageEnd()
             return MessageData(data=chunk) if chunk else None
+        if self._text:
+            utf8 = self._utf8
+            if utf8 is None:
+                if last:
+                    self._reading = False
+                    return Message(data=decode_text(chunk))
+                if not chunk:
+                    return None
+                utf8 = self._utf8 = Utf8Decoder()
+            text = utf8.decode(chunk, last)  # checked as it comes: fail at the first bad byte
+            run = self._run
+            if len(chunk) < SMALL_PIECE and not last:
+                # A string kept for each small piece would cost far more than
+                # its bytes: join them a run at a time.
+                if text:
+                    run.append(text)
+                    if len(run) >= _TEXT_RUN:
+                        self._texts.append("".join(run))
+                        run.clear()
+                return None
+            texts = self._texts
+            if run:
+                texts.append("".join(run))
+                run.clear()
+            if text:
+                texts.append(text)
+            if not last:
+                return None
+            self._reading = False
+            self._texts = []
+            return Message(data="".join(texts))  # no copy if it is the only piece
         if last:
             self._reading = False
-            parts = self._parts
-            self._parts = []
-            if self._text:
-                if self._utf8 is None:
-                    return Message(data=decode_text(chunk))
-                parts.append(self._utf8.decode(chunk, True))  # type: ignore[arg-type]
-                return Message(data="".join(parts))  # type: ignore[arg-type]
-            if not parts:
-                return Message(data=chunk)
-            parts.append(chunk)  # type: ignore[arg-type]
-            return Message(data=b"".join(parts))  # type: ignore[arg-type]
-        if chunk:
-            if self._text:
-                if self._utf8 is None:
-                    self._utf8 = Utf8Decoder()
-                chunk = self._utf8.decode(chunk, False)  # type: ignore[assignment]
-            self._parts.append(chunk)  # type: ignore[arg-type]
+            return Message(data=self._joiner.join(chunk))  # no copy if it is the only piece
+        self._joiner.append(chunk)
         return None
 
     def _decode(self, chunk: bytes | None, last: bool) -> tuple[bytes, bool]:
@@ -642,8 +670,10 @@ class Connection:
     def _queue(self, opcode: Opcode, payload: Data, *, fin: bool = True, rsv: int = 0) -> None:
         if self._client:
             key = self._mask_key()
-            self._out.append(serialize_header(opcode, len(payload), fin=fin, rsv=rsv, mask_key=key))
-            self._out.append(apply_mask(payload, key))
+            header = serialize_header(opcode, len(payload), fin=fin, rsv=rsv, mask_key=key)
+            # One object, one copy of the payload: a second fresh buffer for a
+            # large frame costs more in page faults than the masking itself.
+            self._out.append(mask_frame(header, payload, key))
         else:
             self._out.append(serialize_header(opcode, len(payload), fin=fin, rsv=rsv))
             self._out.append(bytes(payload) if not isinstance(payload, bytes) else payload)
@@ -846,7 +876,10 @@ class ClientConnection(Connection):
         cookies: cookies to send in a ``Cookie`` header.
         max_handshake_size: the most bytes the response head may take.
         max_rejected_body_size: how much of a refusal's body to keep.
-        **options: as for :class:`Connection`.
+        max_message_size: as for :class:`Connection`.
+        auto_pong: as for :class:`Connection`.
+        stream_messages: as for :class:`Connection`.
+        random_bytes: as for :class:`Connection`.
     """
 
     def __init__(
@@ -884,8 +917,8 @@ class ClientConnection(Connection):
             max_handshake_size=max_handshake_size,
             max_rejected_body_size=max_rejected_body_size,
         )
-        #: The response that opened the connection, once it has.
         self.handshake_response: HandshakeResponse | None = None
+        """The server's response that opened the connection, once it has."""
         self._out.append(self._handshake.request)
 
     @property
@@ -930,7 +963,9 @@ class ServerConnection(Connection):
         render_error: renders the body and headers of the HTTP error
             responses (see :data:`~wsproto_core.handshake.ErrorRenderer`);
             the default writes the reason as plain text.
-        **options: as for :class:`Connection`.
+        max_message_size: as for :class:`Connection`.
+        auto_pong: as for :class:`Connection`.
+        stream_messages: as for :class:`Connection`.
     """
 
     def __init__(
@@ -959,8 +994,10 @@ class ServerConnection(Connection):
             max_handshake_size=max_handshake_size,
             render_error=render_error,
         )
-        #: The request being answered, once it has arrived.
         self.handshake_request: HandshakeRequest | HTTPRequest | None = None
+        """The request being answered, once it has arrived."""
+        self.handshake_response: HandshakeResponse | None = None
+        """The response :meth:`accept` sent, which opened the connection."""
 
     def _handshake_data(self, data: bytes) -> None:
         self._handshake.receive_data(data)
@@ -999,6 +1036,7 @@ class ServerConnection(Connection):
         )
         self._set_extensions(self._handshake.extensions)
         self.subprotocol = event.subprotocol
+        self.handshake_response = event
         self._out.append(response)
         self._state = state
         self._append(self._handshake.trailing_data)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from .constants import CloseCode, Opcode, is_valid_close_code
 from .errors import LocalProtocolError, RemoteProtocolError
-from .mask import apply_mask
+from .mask import apply_mask, mask_frame
 
 __all__ = [
     "RSV1",
@@ -184,7 +184,7 @@ def serialize_frame(
         raise LocalProtocolError("the masking key must be 4 bytes")
     header = serialize_header(opcode, length, fin=fin, rsv=rsv, mask_key=mask_key)
     if mask_key is not None:
-        return header + apply_mask(payload, mask_key)
+        return mask_frame(header, payload, mask_key)
     return header + payload
 
 
