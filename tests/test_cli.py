@@ -66,7 +66,8 @@ def test_a_reader_that_goes_away_stops_the_command_quietly() -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     ) as process:
-        assert process.stdout is not None and process.stderr is not None
+        assert process.stdout is not None
+        assert process.stderr is not None
         assert process.stdout.readline()
         process.stdout.close()
         stderr = process.stderr.read()
