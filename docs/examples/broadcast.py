@@ -29,13 +29,13 @@ from functools import partial
 
 import trio
 
-from wsproto_core import ServerConnection, ServerPerMessageDeflate, plain_text_error
 from wsproto_trio import (
     Conn,
     HTTPRequest,
     MessageType,
     PreparedMessage,
     Server,
+    ServerPerMessageDeflate,
     Upgrader,
     WebSocketError,
     serve,
@@ -52,29 +52,6 @@ PAGE = b"""<!doctype html>
   };
 </script>
 """
-
-
-class BroadcastUpgrader(Upgrader):
-    """An Upgrader whose compressing connections compress each message afresh.
-
-    With context takeover (permessage-deflate's default), a connection's
-    compressor has to see every message the connection sends, so each one
-    compresses a broadcast by itself. Without it (``server_no_context_takeover``,
-    the only mode gorilla implements), connections with the same parameters
-    share one compressed frame.
-    """
-
-    def new_connection(self) -> ServerConnection:
-        """A server core that negotiates permessage-deflate without context takeover."""
-        deflate = ServerPerMessageDeflate(server_no_context_takeover=True)
-        return ServerConnection(
-            subprotocols=self.subprotocols,
-            extensions=[deflate] if self.enable_compression else [],
-            check_origin=self.check_origin,
-            max_handshake_size=self.max_handshake_size,
-            max_message_size=self.max_message_size,
-            render_error=self.error or plain_text_error,
-        )
 
 
 class Ticker:
@@ -126,7 +103,13 @@ def page(request: HTTPRequest) -> tuple[int, list[tuple[str, str]], bytes | None
 async def main(host: str, port: int, interval: float) -> None:
     """Serve and tick until Ctrl-C, then shut down gracefully."""
     ticker = Ticker()
-    upgrader = BroadcastUpgrader(enable_compression=True)
+    # With context takeover (permessage-deflate's default), a connection's
+    # compressor has to see every message the connection sends, so each one
+    # would compress a tick by itself. Without it (server_no_context_takeover,
+    # the only mode gorilla implements), connections with the same parameters
+    # share one compressed frame, and hold no compressor between ticks.
+    deflate = ServerPerMessageDeflate(server_no_context_takeover=True)
+    upgrader = Upgrader(enable_compression=deflate)
     start_server = partial(serve, upgrader=upgrader, http_handler=page)
     # Ctrl-C comes as a signal here, not as KeyboardInterrupt: see echo_trio_server.py.
     with trio.open_signal_receiver(signal.SIGINT) as ctrl_c:

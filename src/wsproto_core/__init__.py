@@ -57,8 +57,10 @@ from .extensions import (
 )
 from .frames import Frame, format_close_message, parse_close_payload, parse_frame, serialize_frame
 from .handshake import (
+    Acceptance,
     ErrorRenderer,
     OriginCheck,
+    Rejection,
     accept_key,
     is_websocket_upgrade,
     plain_text_error,
@@ -84,6 +86,7 @@ __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
     "DEFAULT_READ_BUFFER_SIZE",
     "DEFAULT_WRITE_BUFFER_SIZE",
+    "Acceptance",
     "BufferPool",
     "ClientConnection",
     "ClientExtensionFactory",
@@ -123,6 +126,7 @@ __all__ = [
     "ProxyConnect",
     "ProxyURL",
     "ReadLimitError",
+    "Rejection",
     "RemoteProtocolError",
     "Role",
     "ServerConnection",

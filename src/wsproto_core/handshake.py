@@ -8,7 +8,9 @@ every failure is a :class:`~wsproto_core.errors.HandshakeError`; a server
 has then already queued the HTTP error response the RFC asks for.
 
 The module-level helpers are gorilla/websocket's: ``IsWebSocketUpgrade``,
-``Subprotocols`` and the default same-origin check.
+``Subprotocols`` and the default same-origin check. :class:`Acceptance` and
+:class:`Rejection` are how a server program answers a request it inspected
+(the adapters' ``process_request`` hook returns them).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import os
 import re
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import h11
 
@@ -40,9 +43,11 @@ from .uri import WebSocketURI, parse_uri
 
 __all__ = [
     "DEFAULT_MAX_HANDSHAKE_SIZE",
+    "Acceptance",
     "ClientHandshake",
     "ErrorRenderer",
     "OriginCheck",
+    "Rejection",
     "ServerHandshake",
     "accept_key",
     "is_websocket_upgrade",
@@ -71,6 +76,57 @@ for people and never quotes the peer's bytes.
 """
 
 _PLAIN_TEXT = (("Content-Type", "text/plain; charset=utf-8"),)
+
+
+@dataclass(frozen=True, slots=True)
+class Acceptance:
+    """Accept a handshake request, with more in the ``101`` response than the defaults.
+
+    What a server program returns, from an adapter's ``process_request``
+    hook, to accept a request and set a cookie, say; returning ``None``
+    accepts it as it is. The fields are the arguments of
+    :meth:`ServerConnection.accept() <wsproto_core.ServerConnection.accept>`,
+    which checks them.
+
+    Attributes:
+        headers: more response headers (``Set-Cookie``, ...), kept as
+            :class:`Headers`; not the ones the handshake sets itself.
+        subprotocol: the subprotocol to select, one the client offered;
+            ``None`` picks the first of the server's ``subprotocols`` that
+            the client offered (gorilla's rule).
+    """
+
+    headers: HeadersLike = ()
+    subprotocol: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "headers", Headers(self.headers))
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Refuse a handshake request with an HTTP response of your choice.
+
+    What a server program returns, from an adapter's ``process_request``
+    hook, to refuse a request: ``Rejection(401, [("WWW-Authenticate",
+    'Bearer realm="chat"')])``, or 429 with ``Retry-After``. The fields are
+    the arguments of :meth:`ServerConnection.reject()
+    <wsproto_core.ServerConnection.reject>`, which writes the response
+    (``Content-Length`` and ``Connection: close`` are set for you).
+
+    Attributes:
+        status_code: a final status other than 101 (200-599); 403 by default.
+        headers: response headers, kept as :class:`Headers`.
+        body: the response body; ``None`` renders an error page with the
+            server's ``error`` renderer (:data:`ErrorRenderer`).
+    """
+
+    status_code: int = 403
+    headers: HeadersLike = ()
+    body: bytes | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "headers", Headers(self.headers))
 
 
 def plain_text_error(
@@ -648,6 +704,9 @@ class ServerHandshake:
             fields += [("Upgrade", "websocket"), ("Sec-WebSocket-Version", VERSION)]
         if status_code == 426 and not websocket:
             reason = "this is a WebSocket endpoint: connect with a WebSocket client"
+        elif status_code >= 500:
+            # A 5xx says the server failed, not that the request was wrong (RFC 9110 §15.6).
+            reason = "the server could not answer the request"
         else:
             reason = "the server refused the request"
         self._error_page(status_code, reason, fields, body)

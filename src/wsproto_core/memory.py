@@ -23,10 +23,13 @@ class ConnectionPair:
 
     def __init__(self, client: Connection, server: Connection) -> None:
         self.client = client
+        """The client core."""
         self.server = server
-        #: Every byte sent client to server and server to client, in order.
+        """The server core."""
         self.client_to_server = bytearray()
+        """Every byte sent client to server, in order."""
         self.server_to_client = bytearray()
+        """Every byte sent server to client, in order."""
 
     @classmethod
     def open(

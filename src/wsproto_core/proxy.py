@@ -183,8 +183,8 @@ class ProxyConnect:
         # method, consisting of only the host and port number of the tunnel
         # destination, separated by a colon" -- RFC 9110 §9.3.6; Host carries
         # the same authority (RFC 9110 §7.2).
-        #: The tunnel's destination, ``host:port``, as sent.
         self.authority = f"{host}:{port}"
+        """The tunnel's destination, ``host:port``, as sent."""
         fields = [("Host", self.authority)]
         if credentials is not None:
             fields.append(("Proxy-Authorization", _basic_credentials(*credentials)))
@@ -200,10 +200,10 @@ class ProxyConnect:
             request = h11.Request(
                 method="CONNECT", target=self.authority, headers=[*fields, *extra]
             )
-            #: The CONNECT request, to send to the proxy.
             self.request: bytes = (self._h11.send(request) or b"") + (
                 self._h11.send(h11.EndOfMessage()) or b""
             )
+            """The CONNECT request, to send to the proxy."""
         except (h11.LocalProtocolError, UnicodeEncodeError) as exc:
             raise LocalProtocolError(f"invalid CONNECT request: {exc}") from None
         self._received = 0

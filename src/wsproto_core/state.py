@@ -33,16 +33,18 @@ __all__ = ["RECEIVE_TRANSITIONS", "SEND_TRANSITIONS", "State", "transition"]
 class State(enum.Enum):
     """Where a connection is in its life (RFC 6455 §4 and §7)."""
 
-    CONNECTING = "connecting"  #: opening handshake in progress
-    OPEN = "open"  #: messages flow both ways
-    CLOSING = "closing"  #: we sent a Close frame and wait for the peer's
-    CLOSED = "closed"  #: both Close frames exchanged, or the connection failed
+    CONNECTING = "connecting"
+    """The opening handshake is in progress."""
+    OPEN = "open"
+    """Messages flow both ways."""
+    CLOSING = "closing"
+    """We sent a Close frame and wait for the peer's."""
+    CLOSED = "closed"
+    """Both Close frames were exchanged, or the connection failed."""
 
 
 _S = State
 
-#: What the local program may send, in each state. ``Message`` stands for any
-#: data frame, so sending the fragments of one message is allowed while open.
 SEND_TRANSITIONS: dict[tuple[State, type[Event]], State] = {
     (_S.CONNECTING, HandshakeResponse): _S.OPEN,  # server: accept()
     (_S.CONNECTING, HandshakeRejected): _S.CLOSED,  # server: reject()
@@ -51,8 +53,12 @@ SEND_TRANSITIONS: dict[tuple[State, type[Event]], State] = {
     (_S.OPEN, Pong): _S.OPEN,
     (_S.OPEN, Close): _S.CLOSING,
 }
+"""What the local program may send, in each state.
 
-#: What the peer may deliver, in each state.
+``Message`` stands for any data frame, so sending the fragments of one
+message is allowed while open.
+"""
+
 RECEIVE_TRANSITIONS: dict[tuple[State, type[Event]], State] = {
     (_S.CONNECTING, HandshakeRequest): _S.CONNECTING,  # server: now accept() or reject()
     (_S.CONNECTING, HTTPRequest): _S.CONNECTING,  # server: now reject()
@@ -63,6 +69,8 @@ RECEIVE_TRANSITIONS: dict[tuple[State, type[Event]], State] = {
     (_S.OPEN, Close): _S.CLOSED,
     (_S.CLOSING, Close): _S.CLOSED,
 }
+"""What the peer may deliver, in each state."""
+
 for _state in (_S.OPEN, _S.CLOSING):
     # After we sent a Close, the peer may still be sending data (§5.5.1).
     for _event in (Message, MessageStart, MessageData, MessageEnd, Ping, Pong):

@@ -1749,5 +1749,14 @@ def test_reject_with_a_body_does_not_render() -> None:
 
 def test_default_page_of_a_status_without_a_phrase() -> None:
     server, _ = server_request(ws_request(), "whole")
-    server.reject(599)
-    assert parse_response(server.data_to_send()).body == (b"599: the server refused the request\n")
+    server.reject(499)
+    assert parse_response(server.data_to_send()).body == (b"499: the server refused the request\n")
+
+
+@pytest.mark.parametrize("status", [500, 503, 599])
+def test_default_page_of_a_server_error_says_the_server_failed(status: int) -> None:
+    # A 5xx blames the server, not the request (RFC 9110 §15.6).
+    server, _ = server_request(ws_request(), "whole")
+    server.reject(status)
+    body = parse_response(server.data_to_send()).body
+    assert body.endswith(b": the server could not answer the request\n")

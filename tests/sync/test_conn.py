@@ -1286,6 +1286,69 @@ def test_join_messages_as_lines_of_text(pair: tuple[Conn, Conn]) -> None:
     assert [line.rstrip("\n") for line in lines] == ["first", "second"]
 
 
+# -- for message in conn (as the async adapters' async for) -------------------------
+
+
+@pytest.mark.parametrize("code", [1000, 1001, None])
+def test_for_ends_on_a_normal_close(pair: tuple[Conn, Conn], code: int | None) -> None:
+    client, server = pair
+    client.set_read_deadline(time.monotonic() + 5)
+    for text in ("one", "two"):
+        server.write_message(MessageType.TEXT, text)
+    server.write_message(MessageType.BINARY, b"three")
+    payload = b"" if code is None else format_close_message(code, "bye")
+    server.write_control(MessageType.CLOSE, payload)
+    assert list(client) == ["one", "two", b"three"]
+    with pytest.raises(CloseError) as info:  # the end is permanent
+        client.read_message()
+    assert info.value.code == (CloseCode.NO_STATUS_RCVD if code is None else code)
+
+
+@pytest.mark.parametrize("code", [1011, 4000])
+def test_for_raises_an_abnormal_close(pair: tuple[Conn, Conn], code: int) -> None:
+    client, server = pair
+    client.set_read_deadline(time.monotonic() + 5)
+    server.write_message(MessageType.TEXT, "before")
+    server.write_control(MessageType.CLOSE, format_close_message(code, "why"))
+    got: list[str | bytes] = []
+    with pytest.raises(CloseError) as info:
+        got.extend(client)
+    assert got == ["before"]
+    assert (info.value.code, info.value.text) == (code, "why")
+
+
+def test_for_raises_1006_when_the_peer_vanishes(pair: tuple[Conn, Conn]) -> None:
+    client, server = pair
+    client.set_read_deadline(time.monotonic() + 5)
+    server.write_message(MessageType.TEXT, "last")
+    server.close()
+    got: list[str | bytes] = []
+    with pytest.raises(CloseError) as info:
+        got.extend(client)
+    assert got == ["last"]
+    assert info.value.code == CloseCode.ABNORMAL_CLOSURE
+
+
+def test_for_is_a_read_and_takes_the_reader_role(pair: tuple[Conn, Conn]) -> None:
+    client, server = pair
+    messages = iter(client)
+    reading = Background(lambda: next(messages))
+    time.sleep(0.05)  # the iteration is now waiting in read_message()
+    with pytest.raises(ConcurrencyError):
+        client.read_message()
+    server.write_message(MessageType.TEXT, "to the iteration")
+    assert reading.result() == "to the iteration"
+
+
+def test_request_and_response_need_a_handshake(pair: tuple[Conn, Conn]) -> None:
+    client, server = pair  # built open, around cores without a handshake
+    for conn in (client, server):
+        with pytest.raises(LocalProtocolError, match="only a server connection"):
+            conn.request  # noqa: B018 - the property raises
+        with pytest.raises(LocalProtocolError, match="not opened by a handshake"):
+            conn.response  # noqa: B018
+
+
 # -- keepalive ---------------------------------------------------------------------
 
 

@@ -9,17 +9,24 @@ re-exported so one import is enough.
 
 from wsproto_common import ProxyFunc, proxy_from_environment
 from wsproto_core import (
+    Acceptance,
     BufferPool,
+    ClientPerMessageDeflate,
     CloseCode,
     CloseError,
     CloseSentError,
     ConcurrencyError,
     HandshakeError,
+    HandshakeRequest,
+    HandshakeResponse,
+    HTTPRequest,
     LocalProtocolError,
     MessageType,
     PreparedMessage,
     ReadLimitError,
+    Rejection,
     RemoteProtocolError,
+    ServerPerMessageDeflate,
     SharedBufferPool,
     WebSocketError,
     format_close_message,
@@ -30,10 +37,12 @@ from wsproto_core import (
 from .conn import Conn, MessageReader, MessageWriter
 from .dialer import Dialer, NetDial, default_dialer, dial
 from .server import Server, serve
-from .upgrader import HTTPHandler, Upgrader
+from .upgrader import HTTPHandler, ProcessRequest, Upgrader
 
 __all__ = [
+    "Acceptance",
     "BufferPool",
+    "ClientPerMessageDeflate",
     "CloseCode",
     "CloseError",
     "CloseSentError",
@@ -41,17 +50,23 @@ __all__ = [
     "Conn",
     "Dialer",
     "HTTPHandler",
+    "HTTPRequest",
     "HandshakeError",
+    "HandshakeRequest",
+    "HandshakeResponse",
     "LocalProtocolError",
     "MessageReader",
     "MessageType",
     "MessageWriter",
     "NetDial",
     "PreparedMessage",
+    "ProcessRequest",
     "ProxyFunc",
     "ReadLimitError",
+    "Rejection",
     "RemoteProtocolError",
     "Server",
+    "ServerPerMessageDeflate",
     "SharedBufferPool",
     "Upgrader",
     "WebSocketError",

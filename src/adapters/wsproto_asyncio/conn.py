@@ -35,6 +35,8 @@ from wsproto_core import (
     Connection,
     Event,
     FrameBuffer,
+    HandshakeRequest,
+    HandshakeResponse,
     LocalProtocolError,
     Message,
     MessageData,
@@ -48,6 +50,8 @@ from wsproto_core import (
     WebSocketError,
     format_close_message,
 )
+from wsproto_core.assembly import PieceJoiner
+from wsproto_core.options import opening_request, opening_response
 
 from ._bridge import Bridge
 
@@ -115,16 +119,16 @@ class Conn:
         self._reader: MessageReader | None = None
         # A message read_message() began joining when it was cancelled: its
         # type and the pieces so far, so the next read loses none of it.
-        self._partial: tuple[MessageType, list[bytes]] | None = None
+        self._partial: tuple[MessageType, PieceJoiner] | None = None
         # The error of a write that failed midway; every later write raises it.
         self._write_error: BaseException | None = None
         self._closed = False
-        #: The address of this end (gorilla: ``LocalAddr``).
         self.local_addr: Any = transport.get_extra_info("sockname")
-        #: The address of the peer (gorilla: ``RemoteAddr``).
+        """The address of this end (gorilla: ``LocalAddr``)."""
         self.remote_addr: Any = transport.get_extra_info("peername")
-        #: Seconds between the last keepalive Ping and its Pong, once measured.
+        """The address of the peer (gorilla: ``RemoteAddr``)."""
         self.latency: float | None = None
+        """Seconds between the last keepalive Ping and its Pong, once measured."""
         self._pings: dict[bytes, tuple[float, asyncio.Future[None]]] = {}
         self._ping_count = 0
         self._keepalive: asyncio.Task[None] | None = None
@@ -147,6 +151,35 @@ class Conn:
     def protocol(self) -> Connection:
         """The core connection this Conn drives."""
         return self._proto
+
+    @property
+    def request(self) -> HandshakeRequest:
+        """The handshake request this server connection accepted.
+
+        What a handler of ``serve()`` needs to know who connected, and to
+        what: ``request.target`` (path and query), ``request.headers``
+        (``Authorization``, ``Cookie``...), ``request.origin`` and the
+        ``subprotocols`` offered.
+
+        Raises:
+            LocalProtocolError: this is a client connection (its request is
+                what it dialled), or one built open, without a handshake.
+        """
+        return opening_request(self._proto)
+
+    @property
+    def response(self) -> HandshakeResponse:
+        """The ``101`` response that opened the connection.
+
+        A client's is the one the server sent, as ``dial()`` returned it;
+        a server's the one it answered with: headers, ``subprotocol`` and
+        the ``extensions`` negotiated, with their parameters.
+
+        Raises:
+            LocalProtocolError: the connection was built open, without a
+                handshake.
+        """
+        return opening_response(self._proto)
 
     def net_conn(self) -> asyncio.Transport:
         """The underlying transport (gorilla: ``NetConn``). Don't read or write it."""
@@ -178,7 +211,7 @@ class Conn:
                 if type(event) is Message:
                     return event.message_type, event.data
                 if type(event) is MessageStart:  # a large message, or one still arriving
-                    self._partial = (event.message_type, [])
+                    self._partial = (event.message_type, PieceJoiner())
             return await self._join(*self._partial)
         finally:
             self._reading = False
@@ -191,7 +224,10 @@ class Conn:
         is left of it.
 
         Raises:
-            As :meth:`read_message`.
+            CloseError: the connection closed, as for :meth:`read_message`.
+            RemoteProtocolError: the peer broke the protocol (``ReadLimitError``
+                for a message over the read limit).
+            TimeoutError: the read deadline passed.
         """
         if self._reading:
             raise ConcurrencyError("another task is reading: a Conn has one reader at a time")
@@ -202,7 +238,7 @@ class Conn:
             if self._partial is not None:  # begun by a cancelled read_message()
                 message_type, parts = self._partial
                 self._partial = None
-                self._reader = MessageReader(self, message_type, begun=b"".join(parts))
+                self._reader = MessageReader(self, message_type, begun=parts.join())
                 return message_type, self._reader
             while True:
                 event = await self._next_message_event()
@@ -238,9 +274,9 @@ class Conn:
             yield data
 
     async def _join(
-        self, message_type: MessageType, parts: list[bytes]
+        self, message_type: MessageType, parts: PieceJoiner
     ) -> tuple[MessageType, str | bytes]:
-        # The pieces go to self._partial's list as they come: a cancelled
+        # The pieces go to self._partial's joiner as they come: a cancelled
         # wait below leaves them for the next read.
         while True:
             event = await self._next_message_event()
@@ -248,7 +284,7 @@ class Conn:
                 parts.append(event.data)
             elif isinstance(event, MessageEnd):
                 self._partial = None
-                data = b"".join(parts)
+                data = parts.join()
                 # The core validated the UTF-8 as it arrived.
                 return message_type, data.decode() if message_type is MessageType.TEXT else data
 
@@ -572,8 +608,8 @@ class MessageReader:
         begun: bytes = b"",
     ):
         self._conn = conn
-        #: ``MessageType.TEXT`` or ``MessageType.BINARY``.
         self.message_type = message_type
+        """``MessageType.TEXT`` or ``MessageType.BINARY``."""
         # Received and not yet read. Pieces are added here as they arrive, so
         # a cancelled read() leaves them for the next; deleting from the
         # front of a bytearray is cheap, so small reads of a big message are too.

@@ -20,7 +20,7 @@ from wsproto_core.frames import format_close_message
 
 from ._bridge import Bridge
 from .conn import Conn
-from .upgrader import HTTPHandler, Upgrader
+from .upgrader import HTTPHandler, ProcessRequest, Upgrader
 
 __all__ = ["Server", "serve"]
 
@@ -43,10 +43,13 @@ class Server:
         upgrader: Upgrader,
         http_handler: HTTPHandler | None,
         shutdown_timeout: float,
+        *,
+        process_request: ProcessRequest | None = None,
     ) -> None:
         self.handler = handler
         self.upgrader = upgrader
         self.http_handler = http_handler
+        self.process_request = process_request
         self.shutdown_timeout = shutdown_timeout
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -84,7 +87,9 @@ class Server:
 
     async def _run(self, bridge: Bridge) -> None:
         try:
-            conn = await self.upgrader.handshake(bridge, http_handler=self.http_handler)
+            conn = await self.upgrader.handshake(
+                bridge, http_handler=self.http_handler, process_request=self.process_request
+            )
         except HandshakeError as exc:
             logger.info("refused a handshake: %s", exc)
             return
@@ -92,7 +97,8 @@ class Server:
             logger.info("handshake failed: %r", exc)
             return
         except Exception:
-            logger.exception("the HTTP handler failed")
+            # The hook's own exception: the client got a 500 (see Upgrader.handshake).
+            logger.exception("a request hook failed (http_handler or process_request)")
             bridge.abort()
             return
         self._conns.add(conn)
@@ -161,6 +167,7 @@ async def serve(
     *,
     upgrader: Upgrader | None = None,
     http_handler: HTTPHandler | None = None,
+    process_request: ProcessRequest | None = None,
     ssl_context: ssl.SSLContext | None = None,
     unix_path: str | None = None,
     backlog: int = 128,
@@ -172,7 +179,9 @@ async def serve(
     defaults: same-origin check, 10 s handshake timeout, 1 MiB read limit)
     in a task of its own, which then runs the handler and closes the
     connection when it returns. A plain HTTP request goes to
-    ``http_handler`` (a health check, say) or gets 426. Example::
+    ``http_handler`` (a health check, say) or gets 426; a valid handshake
+    request goes to ``process_request``, if given, which may refuse it.
+    Example::
 
         async def echo(conn: Conn) -> None:
             async for message in conn:
@@ -188,13 +197,22 @@ async def serve(
         port: the port, 0 for any free one (see ``server.address``).
         upgrader: handshake options.
         http_handler: answers plain HTTP requests: ``(status, headers, body)``.
+        process_request: inspects each valid handshake request, to accept it
+            (with more response headers) or refuse it with a status of its
+            choice; see :data:`ProcessRequest`.
         ssl_context: serve ``wss://`` with this TLS context; the TLS handshake
             gets the upgrader's ``handshake_timeout`` too.
         unix_path: listen on this Unix socket instead of ``host``:``port``.
         backlog: the listen backlog.
         shutdown_timeout: seconds handlers get to finish on shutdown.
     """
-    server = Server(handler, upgrader or Upgrader(), http_handler, shutdown_timeout)
+    server = Server(
+        handler,
+        upgrader or Upgrader(),
+        http_handler,
+        shutdown_timeout,
+        process_request=process_request,
+    )
     loop = asyncio.get_running_loop()
     tls: dict[str, Any] = {}
     if ssl_context is not None:

@@ -12,27 +12,50 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from wsproto_core import (
+    Acceptance,
     HandshakeError,
     HandshakeRequest,
     HTTPRequest,
+    Rejection,
     ServerConnection,
     UpgraderOptions,
 )
 from wsproto_core.headers import HeadersLike
+from wsproto_core.options import (
+    answer_handshake_request,
+    answer_http_request,
+    answer_internal_error,
+)
 
 from ._bridge import Bridge
 from .conn import Conn
 
-__all__ = ["HTTPHandler", "Upgrader"]
+__all__ = ["HTTPHandler", "ProcessRequest", "Upgrader"]
 
-HTTPResponse = tuple[int, HeadersLike, bytes]
+HTTPResponse = tuple[int, HeadersLike, "bytes | None"]
 HTTPHandler = Callable[[HTTPRequest], "HTTPResponse | Awaitable[HTTPResponse]"]
 """Answers a plain HTTP request on a WebSocket port: ``(status, headers, body)``.
 
 A health check, say: ``lambda request: (200, [("Content-Type", "text/plain")], b"ok")``.
-It may be a coroutine function.
+It may be a coroutine function; a body of ``None`` is rendered by the
+``error`` hook. If it raises, the client gets ``500 Internal Server Error``.
+"""
+
+Answer = Acceptance | Rejection | None
+ProcessRequest = Callable[[HandshakeRequest], "Answer | Awaitable[Answer]"]
+"""Inspects a valid handshake request before it is answered (websockets: ``process_request``).
+
+It runs after the core's checks and the origin check, within the
+``handshake_timeout``, and may be a coroutine function. Return ``None`` to
+accept the request, an :class:`~wsproto_core.Acceptance` to accept it with
+more response headers (``Set-Cookie``...) or a chosen subprotocol, or a
+:class:`~wsproto_core.Rejection` to refuse it with a status, headers and
+body of your choice (``401`` with ``WWW-Authenticate``, say). If it raises,
+or returns what the core refuses, the client gets ``500 Internal Server
+Error`` and the exception propagates.
 """
 
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
@@ -68,6 +91,8 @@ class Upgrader(UpgraderOptions):
         connection: socket.socket | Streams,
         response_headers: HeadersLike = (),
         *,
+        http_handler: HTTPHandler | None = None,
+        process_request: ProcessRequest | None = None,
         ssl_context: ssl.SSLContext | None = None,
     ) -> Conn:
         """Answer a handshake request and open the connection (gorilla: ``Upgrade``).
@@ -78,6 +103,11 @@ class Upgrader(UpgraderOptions):
                 ``asyncio.start_server`` gave a handler, whose transport it
                 takes over (nothing may have been read from the reader).
             response_headers: more headers for the 101 response (``Set-Cookie``...).
+            http_handler: answers a plain HTTP request (a health check, say)
+                with ``(status, headers, body)``; without it, such a request
+                gets 426. Either way ``HandshakeError`` follows.
+            process_request: inspects a valid handshake request and accepts
+                it (with more headers) or refuses it; see :data:`ProcessRequest`.
             ssl_context: for a socket, the server's TLS context, if any.
 
         Returns:
@@ -85,11 +115,14 @@ class Upgrader(UpgraderOptions):
 
         Raises:
             HandshakeError: the request was not a valid WebSocket handshake
-                (a plain HTTP request gets 426); the HTTP error response was
-                sent and the connection closed.
+                (a plain HTTP request gets 426), or ``process_request``
+                refused it; the HTTP response was sent and the connection
+                closed.
             TimeoutError: the request did not arrive within ``handshake_timeout``
                 (with ``ssl_context``, the TLS handshake gets as long again).
             OSError: the connection failed.
+            Exception: what ``http_handler`` or ``process_request`` raised,
+                after ``500 Internal Server Error`` was sent.
         """
         loop = asyncio.get_running_loop()
         bridge = self.new_bridge()
@@ -103,7 +136,7 @@ class Upgrader(UpgraderOptions):
                 raise
         else:
             _take_over(connection, bridge)
-        return await self.handshake(bridge, response_headers)
+        return await self.handshake(bridge, response_headers, http_handler, process_request)
 
     def new_bridge(self) -> Bridge:
         """The protocol object of a new server connection (for ``serve()`` and ``upgrade()``)."""
@@ -118,25 +151,38 @@ class Upgrader(UpgraderOptions):
         bridge: Bridge,
         response_headers: HeadersLike = (),
         http_handler: HTTPHandler | None = None,
+        process_request: ProcessRequest | None = None,
     ) -> Conn:
         """Wait for the request on a connected bridge and answer it.
 
         Plain HTTP requests go to ``http_handler``, or get 426; either way
         the connection then closes and :class:`HandshakeError` is raised.
+        Handshake requests go to ``process_request``, if given, which may
+        refuse them. If a hook raises, the client gets a 500, the connection
+        closes and the exception propagates.
         """
         core = bridge.core
         assert isinstance(core, ServerConnection)
         try:
             async with asyncio.timeout(self.handshake_timeout):
                 event = await bridge.next_event()
-                if not isinstance(event, HandshakeRequest):
-                    assert isinstance(event, HTTPRequest)
-                    status = await _answer_http(core, event, http_handler)
-                    raise HandshakeError(
-                        f"not a WebSocket handshake request: {event.method} {event.target}",
-                        status_code=status,
-                    )
-                core.accept(extra_headers=response_headers)
+                try:
+                    if isinstance(event, HandshakeRequest):
+                        answer = await _call(process_request, event)
+                        answer_handshake_request(core, event, answer, response_headers)
+                    else:
+                        assert isinstance(event, HTTPRequest)
+                        reply = await _call(http_handler, event)
+                        answer_http_request(core, event, reply)  # 426 Upgrade Required by default
+                except HandshakeError:
+                    raise
+                except Exception:
+                    # The program's hook failed, or answered what the core
+                    # refuses: the client gets a 500, not a dropped connection.
+                    answer_internal_error(core)
+                    bridge.flush()
+                    await bridge.close(1.0)
+                    raise
         except HandshakeError:
             bridge.flush()  # the error response, if the core wrote one
             await bridge.close(1.0)
@@ -155,18 +201,14 @@ class Upgrader(UpgraderOptions):
         )
 
 
-async def _answer_http(
-    core: ServerConnection, request: HTTPRequest, http_handler: HTTPHandler | None
-) -> int:
-    if http_handler is None:
-        core.reject()
-        return 426  # Upgrade Required
-    answer = http_handler(request)
+async def _call(hook: Callable[[Any], Any] | None, request: object) -> Any:
+    """Call a hook that may be a coroutine function; ``None`` without one."""
+    if hook is None:
+        return None
+    answer = hook(request)
     if inspect.isawaitable(answer):
         answer = await answer
-    status, headers, body = answer
-    core.reject(status, headers, body)
-    return status
+    return answer
 
 
 def _take_over(streams: Streams, bridge: Bridge) -> None:

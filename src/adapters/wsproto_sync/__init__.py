@@ -5,19 +5,26 @@ connects to servers. The errors are the core's, re-exported so one import
 is enough.
 """
 
+from wsproto_common import ProxyFunc
 from wsproto_core import (
+    Acceptance,
     BufferPool,
+    ClientPerMessageDeflate,
     CloseCode,
     CloseError,
     CloseSentError,
     ConcurrencyError,
     HandshakeError,
+    HandshakeRequest,
+    HandshakeResponse,
     HTTPRequest,
     LocalProtocolError,
     MessageType,
     PreparedMessage,
     ReadLimitError,
+    Rejection,
     RemoteProtocolError,
+    ServerPerMessageDeflate,
     SharedBufferPool,
     WebSocketError,
     format_close_message,
@@ -26,12 +33,14 @@ from wsproto_core import (
 )
 
 from .conn import Conn, MessageReader, MessageWriter, join_messages
-from .dialer import Dialer, default_dialer, dial, proxy_from_environment
+from .dialer import Dialer, NetDial, default_dialer, dial, proxy_from_environment
 from .server import Server, serve
-from .upgrader import HTTPHandler, Upgrader
+from .upgrader import HTTPHandler, ProcessRequest, Upgrader
 
 __all__ = [
+    "Acceptance",
     "BufferPool",
+    "ClientPerMessageDeflate",
     "CloseCode",
     "CloseError",
     "CloseSentError",
@@ -41,14 +50,21 @@ __all__ = [
     "HTTPHandler",
     "HTTPRequest",
     "HandshakeError",
+    "HandshakeRequest",
+    "HandshakeResponse",
     "LocalProtocolError",
     "MessageReader",
     "MessageType",
     "MessageWriter",
+    "NetDial",
     "PreparedMessage",
+    "ProcessRequest",
+    "ProxyFunc",
     "ReadLimitError",
+    "Rejection",
     "RemoteProtocolError",
     "Server",
+    "ServerPerMessageDeflate",
     "SharedBufferPool",
     "Upgrader",
     "WebSocketError",

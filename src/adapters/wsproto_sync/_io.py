@@ -17,7 +17,7 @@ from typing import Any
 
 from wsproto_core import Connection, Event
 
-__all__ = ["exchange", "recv", "sendall"]
+__all__ = ["exchange", "recv", "sendall", "tls_handshake"]
 
 
 def exchange(
@@ -40,6 +40,16 @@ def exchange(
             core.receive_data(data)
         else:
             core.receive_eof()
+
+
+def tls_handshake(sock: ssl.SSLSocket, deadline: float | None) -> None:
+    """Do the TLS handshake of a non-blocking TLS socket, waiting until ``deadline``.
+
+    Raises:
+        TimeoutError: ``deadline`` passed.
+        ssl.SSLError: the handshake failed (not TLS, no shared cipher...).
+    """
+    _call(sock, lambda _: sock.do_handshake(), None, deadline, write=False)
 
 
 def recv(sock: socket.socket, size: int, deadline: float | None) -> bytes:

@@ -36,6 +36,8 @@ from wsproto_core import (
     Connection,
     Event,
     FrameBuffer,
+    HandshakeRequest,
+    HandshakeResponse,
     LocalProtocolError,
     Message,
     MessageData,
@@ -49,6 +51,8 @@ from wsproto_core import (
     WebSocketError,
     format_close_message,
 )
+from wsproto_core.assembly import PieceJoiner
+from wsproto_core.options import opening_request, opening_response
 
 from ._io import recv, sendall
 
@@ -71,7 +75,7 @@ class Conn:
     socket whose handshake is done and an open core connection.
 
     **Concurrency:** one thread may read (``read_message``, ``next_reader``,
-    and the reader it returns, ``read_json``) and one may write
+    and the reader it returns, ``read_json``, ``for message in conn``) and one may write
     (``write_message``, ``next_writer``, ``write_json``,
     ``write_prepared_message``) at a time; a second one raises
     :class:`~wsproto_core.ConcurrencyError`. ``write_control()``, ``close()``
@@ -128,15 +132,17 @@ class Conn:
         self._reader: MessageReader | None = None
         self._closed = False
         self.local_addr = sock.getsockname()
+        """The address of this end (gorilla: ``LocalAddr``)."""
         self.remote_addr = sock.getpeername()
+        """The address of the peer (gorilla: ``RemoteAddr``)."""
         sock.setblocking(False)
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             # Frames go out whole, often as one send; don't let Nagle hold
             # a small one back waiting for an ACK (asyncio does the same).
             with suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        #: Seconds between the last keepalive Ping and its Pong, once measured.
         self.latency: float | None = None
+        """Seconds between the last keepalive Ping and its Pong, once measured."""
         self._stopped = threading.Event()
         self._pings: dict[bytes, tuple[float, threading.Event]] = {}
         if keepalive_interval is not None:
@@ -159,6 +165,35 @@ class Conn:
     def protocol(self) -> Connection:
         """The core connection this Conn drives."""
         return self._proto
+
+    @property
+    def request(self) -> HandshakeRequest:
+        """The handshake request this server connection accepted.
+
+        What a handler of ``serve()`` needs to know who connected, and to
+        what: ``request.target`` (path and query), ``request.headers``
+        (``Authorization``, ``Cookie``...), ``request.origin`` and the
+        ``subprotocols`` offered.
+
+        Raises:
+            LocalProtocolError: this is a client connection (its request is
+                what it dialled), or one built open, without a handshake.
+        """
+        return opening_request(self._proto)
+
+    @property
+    def response(self) -> HandshakeResponse:
+        """The ``101`` response that opened the connection.
+
+        A client's is the one the server sent, as ``dial()`` returned it;
+        a server's the one it answered with: headers, ``subprotocol`` and
+        the ``extensions`` negotiated, with their parameters.
+
+        Raises:
+            LocalProtocolError: the connection was built open, without a
+                handshake.
+        """
+        return opening_response(self._proto)
 
     def net_conn(self) -> socket.socket:
         """The underlying socket (gorilla: ``NetConn``). Don't read or write it."""
@@ -198,7 +233,10 @@ class Conn:
         ``next_reader()`` or ``read_message()`` again discards what is left of it.
 
         Raises:
-            As :meth:`read_message`.
+            CloseError: the connection closed, as for :meth:`read_message`.
+            RemoteProtocolError: the peer broke the protocol (``ReadLimitError``
+                for a message over the read limit).
+            TimeoutError: the read deadline passed.
         """
         with self._reading():
             self._skip_current_message()
@@ -215,6 +253,21 @@ class Conn:
     def read_json(self, **loads: Any) -> Any:
         """Read the next message and decode it as JSON (gorilla: ``ReadJSON``)."""
         return json.loads(self.read_message()[1], **loads)
+
+    def __iter__(self) -> Iterator[str | bytes]:
+        """Iterate over messages (``str`` or ``bytes``) until the peer closes normally.
+
+        The iteration ends on a Close with 1000, 1001 or no code; any other
+        close, or any error, is raised. As the async adapters' ``async for``.
+        """
+        while True:
+            try:
+                _, data = self.read_message()
+            except CloseError as exc:
+                if exc.normal:
+                    return
+                raise
+            yield data
 
     def _skip_current_message(self) -> None:
         reader = self._reader
@@ -612,13 +665,14 @@ class MessageReader(io.RawIOBase):
         """Read up to ``size`` bytes (all the rest with -1); ``b""`` at the end."""
         self._check_current()
         if size is None or size < 0:
-            parts = [self._pending[self._offset :]]
+            parts = PieceJoiner()
+            parts.append(self._pending[self._offset :])
             self._pending, self._offset = b"", 0
             while not self._done:
                 self._pull()
                 parts.append(self._pending)
                 self._pending = b""
-            return b"".join(parts)
+            return parts.join()
         while self._offset >= len(self._pending) and not self._done:
             self._pull()
         pending, offset = self._pending, self._offset

@@ -1,16 +1,18 @@
 """serve(): a threaded WebSocket server with graceful shutdown.
 
-Each accepted connection gets a thread that upgrades it and runs the
-handler. Shutting down stops accepting, sends every open connection a Close
-with 1001 (going away), gives handlers a bounded time to finish, and closes
-what is left.
+Each accepted connection gets a thread that upgrades it (TLS first, with
+``ssl_context``) and runs the handler. Shutting down stops accepting, sends
+every open connection a Close with 1001 (going away), gives handlers a
+bounded time to finish, and closes what is left.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import selectors
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -21,7 +23,7 @@ from wsproto_core import CloseCode, HandshakeError, MessageType, WebSocketError
 from wsproto_core.frames import format_close_message
 
 from .conn import Conn
-from .upgrader import HTTPHandler, Upgrader
+from .upgrader import HTTPHandler, ProcessRequest, Upgrader
 
 __all__ = ["Server", "serve"]
 
@@ -45,11 +47,16 @@ class Server:
         upgrader: Upgrader,
         shutdown_timeout: float,
         http_handler: HTTPHandler | None = None,
+        *,
+        process_request: ProcessRequest | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.handler = handler
         self.socket = sock
         self.upgrader = upgrader
         self.http_handler = http_handler
+        self.process_request = process_request
+        self.ssl_context = ssl_context
         self.shutdown_timeout = shutdown_timeout
         self._lock = threading.Lock()
         self._conns: set[Conn] = set()
@@ -92,7 +99,12 @@ class Server:
     def _run(self, sock: socket.socket) -> None:
         try:
             try:
-                conn = self.upgrader.upgrade(sock, http_handler=self.http_handler)
+                conn = self.upgrader.upgrade(
+                    sock,
+                    http_handler=self.http_handler,
+                    process_request=self.process_request,
+                    ssl_context=self.ssl_context,
+                )
             except HandshakeError as exc:
                 logger.info("refused a handshake: %s", exc)
                 return
@@ -100,7 +112,7 @@ class Server:
                 logger.info("handshake failed: %r", exc)
                 return
             except Exception:
-                logger.exception("the HTTP handler failed")
+                logger.exception("a request hook failed (http_handler or process_request)")
                 return
             with self._lock:
                 stopping = self._stopping.is_set()
@@ -173,20 +185,27 @@ def serve(
     *,
     upgrader: Upgrader | None = None,
     http_handler: HTTPHandler | None = None,
+    process_request: ProcessRequest | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    unix_path: str | None = None,
     backlog: int = 128,
     shutdown_timeout: float = 5.0,
 ) -> Server:
-    """Listen on ``host``:``port`` and run ``handler(conn)`` for each WebSocket.
+    """Listen on ``host``:``port`` (or a Unix socket) and run ``handler(conn)`` per WebSocket.
 
     Each connection is upgraded (with ``upgrader``'s options, or the
     defaults: same-origin check, 10 s handshake timeout, 1 MiB read limit)
     in a thread of its own, which then runs the handler and closes the
     connection when it returns. A plain HTTP request goes to
-    ``http_handler`` (a health check, say) or gets 426. Example::
+    ``http_handler`` (a health check, say) or gets 426; a valid handshake
+    request goes to ``process_request``, if given, which may refuse it.
+    Example::
 
         def echo(conn: Conn) -> None:
-            while True:
-                conn.write_message(*conn.read_message())
+            for message in conn:  # ends quietly on a normal close
+                conn.write_message(
+                    MessageType.TEXT if isinstance(message, str) else MessageType.BINARY, message
+                )
 
         with serve(echo, "127.0.0.1", 8765) as server:
             server.serve_forever()   # server.shutdown() from another thread stops it
@@ -197,9 +216,39 @@ def serve(
         port: the port, 0 for any free one (see ``server.address``).
         upgrader: handshake options.
         http_handler: answers plain HTTP requests: ``(status, headers, body)``.
+        process_request: inspects each valid handshake request, to accept it
+            (with more response headers) or refuse it with a status of its
+            choice; see :data:`ProcessRequest`.
+        ssl_context: serve ``wss://`` with this TLS context; the TLS
+            handshake counts towards the upgrader's ``handshake_timeout``.
+        unix_path: listen on this Unix socket instead of ``host``:``port``.
         backlog: the listen backlog.
         shutdown_timeout: seconds handlers get to finish on shutdown.
     """
-    sock = socket.create_server((host or "", port), backlog=backlog)
+    if unix_path is not None:
+        sock = _unix_listener(unix_path, backlog)
+    else:
+        sock = socket.create_server((host or "", port), backlog=backlog)
     sock.setblocking(False)
-    return Server(handler, sock, upgrader or Upgrader(), shutdown_timeout, http_handler)
+    return Server(
+        handler,
+        sock,
+        upgrader or Upgrader(),
+        shutdown_timeout,
+        http_handler,
+        process_request=process_request,
+        ssl_context=ssl_context,
+    )
+
+
+def _unix_listener(path: str, backlog: int) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        with suppress(FileNotFoundError):
+            os.unlink(path)  # a socket file left by an earlier run
+        sock.bind(path)
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock

@@ -15,20 +15,46 @@ import time
 from collections.abc import Callable
 from contextlib import suppress
 
-from wsproto_core import HandshakeError, HandshakeRequest, HTTPRequest, UpgraderOptions
+from wsproto_core import (
+    Acceptance,
+    HandshakeError,
+    HandshakeRequest,
+    HTTPRequest,
+    Rejection,
+    UpgraderOptions,
+)
 from wsproto_core.headers import HeadersLike
+from wsproto_core.options import (
+    answer_handshake_request,
+    answer_http_request,
+    answer_internal_error,
+)
 
-from ._io import exchange, sendall
+from ._io import exchange, sendall, tls_handshake
 from .conn import Conn
 
-__all__ = ["HTTPHandler", "Upgrader"]
+__all__ = ["HTTPHandler", "ProcessRequest", "Upgrader"]
 
 HTTPResponse = tuple[int, HeadersLike, "bytes | None"]
 HTTPHandler = Callable[[HTTPRequest], HTTPResponse]
 """Answers a plain HTTP request on a WebSocket port: ``(status, headers, body)``.
 
 A health check, say: ``lambda request: (200, [("Content-Type", "text/plain")], b"ok")``.
-A body of ``None`` is rendered by the Upgrader's ``error`` hook.
+A body of ``None`` is rendered by the Upgrader's ``error`` hook. If it
+raises, the client gets ``500 Internal Server Error``.
+"""
+
+ProcessRequest = Callable[[HandshakeRequest], "Acceptance | Rejection | None"]
+"""Inspects a valid handshake request before it is answered (websockets: ``process_request``).
+
+It runs after the core's checks and the origin check, in the thread that
+upgrades. Return ``None`` to accept the request, an
+:class:`~wsproto_core.Acceptance` to accept it with more response headers
+(``Set-Cookie``...) or a chosen subprotocol, or a
+:class:`~wsproto_core.Rejection` to refuse it with a status, headers and
+body of your choice (``401`` with ``WWW-Authenticate``, say). If it raises,
+or returns what the core refuses, the client gets ``500 Internal Server
+Error`` and the exception propagates.
 """
 
 
@@ -50,6 +76,8 @@ class Upgrader(UpgraderOptions):
         response_headers: HeadersLike = (),
         *,
         http_handler: HTTPHandler | None = None,
+        process_request: ProcessRequest | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> Conn:
         """Answer a handshake request and open the connection (gorilla: ``Upgrade``).
 
@@ -78,16 +106,24 @@ class Upgrader(UpgraderOptions):
             http_handler: answers a plain HTTP request (a health check, say)
                 with ``(status, headers, body)``; without it, such a request
                 gets 426. Either way ``HandshakeError`` follows.
+            process_request: inspects a valid handshake request and accepts
+                it (with more headers) or refuses it; see :data:`ProcessRequest`.
+            ssl_context: for a socket, the server's TLS context: the TLS
+                handshake runs first, within the same ``handshake_timeout``.
 
         Returns:
             The open connection.
 
         Raises:
             HandshakeError: the request was not a valid WebSocket handshake
-                (a plain HTTP request gets 426); the HTTP error response was
-                sent and the socket closed.
+                (a plain HTTP request gets 426), or ``process_request``
+                refused it; the HTTP response was sent and the socket closed.
             TimeoutError: the request did not arrive within ``handshake_timeout``.
-            OSError: the socket failed.
+            OSError: the socket failed (``ssl.SSLError`` for TLS).
+            ValueError: ``ssl_context`` with an ``http.server`` handler,
+                whose server does its TLS itself.
+            Exception: what ``http_handler`` or ``process_request`` raised,
+                after ``500 Internal Server Error`` was sent.
         """
         deadline = None
         if self.handshake_timeout is not None:
@@ -95,25 +131,41 @@ class Upgrader(UpgraderOptions):
         core = self.new_connection()
         handler = None
         if isinstance(request, http.server.BaseHTTPRequestHandler):
+            if ssl_context is not None:
+                raise ValueError("ssl_context is for a socket; http.server does its own TLS")
             handler, sock = request, request.connection
         else:
             sock = request
         sock.setblocking(False)
         status = 101
         try:
+            if ssl_context is not None:
+                # wrap_socket() takes the descriptor over: close the TLS socket from now on.
+                sock = tls = ssl_context.wrap_socket(
+                    sock, server_side=True, do_handshake_on_connect=False
+                )
+                tls_handshake(tls, deadline)
             if handler is not None:
                 core.receive_data(_hijack(handler))
             event = exchange(sock, core, deadline, self.read_buffer_size)
-            if not isinstance(event, HandshakeRequest):
-                assert isinstance(event, HTTPRequest)
-                answer = (426, (), None) if http_handler is None else http_handler(event)
-                core.reject(*answer)  # 426 Upgrade Required by default
-                sendall(sock, core.data_to_send(), deadline)
-                raise HandshakeError(
-                    f"not a WebSocket handshake request: {event.method} {event.target}",
-                    status_code=answer[0],
-                )
-            core.accept(extra_headers=response_headers)
+            try:
+                if isinstance(event, HandshakeRequest):
+                    answer = None if process_request is None else process_request(event)
+                    answer_handshake_request(core, event, answer, response_headers)
+                else:
+                    assert isinstance(event, HTTPRequest)
+                    reply = None if http_handler is None else http_handler(event)
+                    answer_http_request(core, event, reply)  # 426 Upgrade Required by default
+            except HandshakeError:
+                raise
+            except Exception:
+                # The program's hook failed, or answered what the core
+                # refuses: the client gets a 500, not a dropped connection.
+                answer_internal_error(core)
+                status = 500
+                with suppress(OSError):
+                    sendall(sock, core.data_to_send(), deadline)
+                raise
             sendall(sock, core.data_to_send(), deadline)
         except HandshakeError as exc:
             status = exc.status_code or 400
@@ -122,7 +174,8 @@ class Upgrader(UpgraderOptions):
             sock.close()
             raise
         except BaseException:
-            status = 0
+            if status != 500:
+                status = 0
             sock.close()
             raise
         finally:

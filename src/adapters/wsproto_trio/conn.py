@@ -48,6 +48,8 @@ from wsproto_core import (
     Connection,
     Event,
     FrameBuffer,
+    HandshakeRequest,
+    HandshakeResponse,
     LocalProtocolError,
     Message,
     MessageData,
@@ -61,6 +63,8 @@ from wsproto_core import (
     WebSocketError,
     format_close_message,
 )
+from wsproto_core.assembly import PieceJoiner
+from wsproto_core.options import opening_request, opening_response
 
 from ._io import STREAM_GONE
 
@@ -147,13 +151,13 @@ class Conn:
         self._ping_payload: bytes | None = None
         self._ping_sent_at = trio.current_time()  # the first Ping is due an interval from now
         self._ping_count = 0
-        #: Seconds between the last keepalive Ping and its Pong, once measured.
         self.latency: float | None = None
+        """Seconds between the last keepalive Ping and its Pong, once measured."""
         sock = _socket_of(stream)
-        #: The address of this end (gorilla: ``LocalAddr``), if the stream has a socket.
         self.local_addr: Any = sock.getsockname() if sock is not None else None
-        #: The address of the peer (gorilla: ``RemoteAddr``), if the stream has a socket.
+        """The address of this end (gorilla: ``LocalAddr``), if the stream has a socket."""
         self.remote_addr: Any = sock.getpeername() if sock is not None else None
+        """The address of the peer (gorilla: ``RemoteAddr``), if the stream has a socket."""
 
     # -- properties --------------------------------------------------------------
 
@@ -166,6 +170,35 @@ class Conn:
     def protocol(self) -> Connection:
         """The core connection this Conn drives."""
         return self._proto
+
+    @property
+    def request(self) -> HandshakeRequest:
+        """The handshake request this server connection accepted.
+
+        What a handler of ``serve()`` needs to know who connected, and to
+        what: ``request.target`` (path and query), ``request.headers``
+        (``Authorization``, ``Cookie``...), ``request.origin`` and the
+        ``subprotocols`` offered.
+
+        Raises:
+            LocalProtocolError: this is a client connection (its request is
+                what it dialled), or one built open, without a handshake.
+        """
+        return opening_request(self._proto)
+
+    @property
+    def response(self) -> HandshakeResponse:
+        """The ``101`` response that opened the connection.
+
+        A client's is the one the server sent, as ``dial()`` returned it;
+        a server's the one it answered with: headers, ``subprotocol`` and
+        the ``extensions`` negotiated, with their parameters.
+
+        Raises:
+            LocalProtocolError: the connection was built open, without a
+                handshake.
+        """
+        return opening_response(self._proto)
 
     def net_conn(self) -> trio.abc.Stream:
         """The underlying stream (gorilla: ``NetConn``). Don't read or write it."""
@@ -205,7 +238,10 @@ class Conn:
         is left of it.
 
         Raises:
-            As :meth:`read_message`.
+            CloseError: the connection closed, as for :meth:`read_message`.
+            RemoteProtocolError: the peer broke the protocol (``ReadLimitError``
+                for a message over the read limit).
+            TimeoutError: the read deadline passed.
         """
         self._take_reader()
         try:
@@ -722,8 +758,8 @@ class MessageReader:
 
     def __init__(self, conn: Conn, message_type: MessageType, whole: str | bytes | None = None):
         self._conn = conn
-        #: ``MessageType.TEXT`` or ``MessageType.BINARY``.
         self.message_type = message_type
+        """``MessageType.TEXT`` or ``MessageType.BINARY``."""
         self._pending = (
             b"" if whole is None else (whole.encode() if isinstance(whole, str) else whole)
         )
@@ -736,7 +772,8 @@ class MessageReader:
         if self._pending or self._done:
             await trio.lowlevel.checkpoint()  # served from the buffer: still a checkpoint
         if size is None or size < 0:
-            parts = [self._pending]
+            parts = PieceJoiner()
+            parts.append(self._pending)
             self._pending = b""
             try:
                 while not self._done:
@@ -744,9 +781,9 @@ class MessageReader:
                     parts.append(self._pending)
                     self._pending = b""
             except BaseException:
-                self._pending = b"".join(parts)  # cancelled: what came stays for the next read
+                self._pending = parts.join()  # cancelled: what came stays for the next read
                 raise
-            return b"".join(parts)
+            return parts.join()
         while not self._pending and not self._done:
             await self._pull()
         chunk = self._pending[:size]

@@ -25,7 +25,7 @@ from wsproto_core.frames import format_close_message
 
 from ._io import STREAM_GONE
 from .conn import Conn
-from .upgrader import HTTPHandler, Upgrader
+from .upgrader import HTTPHandler, ProcessRequest, Upgrader
 
 __all__ = ["Server", "serve"]
 
@@ -51,11 +51,14 @@ class Server:
         http_handler: HTTPHandler | None,
         ssl_context: ssl.SSLContext | None,
         shutdown_timeout: float,
+        *,
+        process_request: ProcessRequest | None = None,
     ) -> None:
         self.listeners = listeners
         self.handler = handler
         self.upgrader = upgrader
         self.http_handler = http_handler
+        self.process_request = process_request
         self.ssl_context = ssl_context
         self.shutdown_timeout = shutdown_timeout
         self._conns: set[Conn] = set()
@@ -115,7 +118,9 @@ class Server:
         try:
             if self.ssl_context is not None:
                 stream = trio.SSLStream(stream, self.ssl_context, server_side=True)
-            conn = await self.upgrader.upgrade(stream, http_handler=self.http_handler)
+            conn = await self.upgrader.upgrade(
+                stream, http_handler=self.http_handler, process_request=self.process_request
+            )
         except HandshakeError as exc:
             logger.info("refused a handshake: %s", exc)
             return
@@ -123,7 +128,8 @@ class Server:
             logger.info("handshake failed: %r", exc)
             return
         except Exception:
-            logger.exception("the HTTP handler failed")
+            # The hook's own exception: the client got a 500 (see Upgrader.upgrade).
+            logger.exception("a request hook failed (http_handler or process_request)")
             await trio.aclose_forcefully(stream)
             return
         self._conns.add(conn)
@@ -205,6 +211,7 @@ async def serve(
     *,
     upgrader: Upgrader | None = None,
     http_handler: HTTPHandler | None = None,
+    process_request: ProcessRequest | None = None,
     ssl_context: ssl.SSLContext | None = None,
     unix_path: str | None = None,
     backlog: int = 128,
@@ -218,8 +225,9 @@ async def serve(
     ``await server.shutdown()`` or until cancelled. Each connection is
     upgraded (with ``upgrader``'s options, or the defaults) in a task of
     its own, which runs the handler and closes the connection when it
-    returns. A plain HTTP request goes to ``http_handler`` or gets 426.
-    Example::
+    returns. A plain HTTP request goes to ``http_handler`` or gets 426; a
+    valid handshake request goes to ``process_request``, if given, which may
+    refuse it. Example::
 
         async def echo(conn: Conn) -> None:
             async for message in conn:
@@ -237,6 +245,9 @@ async def serve(
         port: the port, 0 for any free one (see ``server.address``).
         upgrader: handshake options.
         http_handler: answers plain HTTP requests: ``(status, headers, body)``.
+        process_request: inspects each valid handshake request, to accept it
+            (with more response headers) or refuse it with a status of its
+            choice; see :data:`ProcessRequest`.
         ssl_context: serve ``wss://`` with this TLS context.
         unix_path: listen on this Unix socket instead of ``host``:``port``.
         backlog: the listen backlog.
@@ -248,7 +259,13 @@ async def serve(
     else:
         listeners = await trio.open_tcp_listeners(port, host=host, backlog=backlog)
     server = Server(
-        listeners, handler, upgrader or Upgrader(), http_handler, ssl_context, shutdown_timeout
+        listeners,
+        handler,
+        upgrader or Upgrader(),
+        http_handler,
+        ssl_context,
+        shutdown_timeout,
+        process_request=process_request,
     )
     await server._run(task_status)
 

@@ -12,22 +12,29 @@ import math
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass
+from typing import Any
 
 import trio
 
 from wsproto_core import (
+    Acceptance,
     HandshakeError,
     HandshakeRequest,
     HTTPRequest,
-    ServerConnection,
+    Rejection,
     UpgraderOptions,
 )
 from wsproto_core.headers import HeadersLike
+from wsproto_core.options import (
+    answer_handshake_request,
+    answer_http_request,
+    answer_internal_error,
+)
 
 from ._io import STREAM_GONE, exchange, os_error
 from .conn import Conn
 
-__all__ = ["HTTPHandler", "Upgrader"]
+__all__ = ["HTTPHandler", "ProcessRequest", "Upgrader"]
 
 HTTPResponse = tuple[int, HeadersLike, "bytes | None"]
 HTTPHandler = Callable[[HTTPRequest], "HTTPResponse | Awaitable[HTTPResponse]"]
@@ -35,6 +42,21 @@ HTTPHandler = Callable[[HTTPRequest], "HTTPResponse | Awaitable[HTTPResponse]"]
 
 A health check, say: ``lambda request: (200, [("Content-Type", "text/plain")], b"ok")``.
 It may be an async function; a body of ``None`` is rendered by the ``error`` hook.
+If it raises, the client gets ``500 Internal Server Error``.
+"""
+
+Answer = Acceptance | Rejection | None
+ProcessRequest = Callable[[HandshakeRequest], "Answer | Awaitable[Answer]"]
+"""Inspects a valid handshake request before it is answered (websockets: ``process_request``).
+
+It runs after the core's checks and the origin check, within the
+``handshake_timeout``, and may be an async function. Return ``None`` to
+accept the request, an :class:`~wsproto_core.Acceptance` to accept it with
+more response headers (``Set-Cookie``...) or a chosen subprotocol, or a
+:class:`~wsproto_core.Rejection` to refuse it with a status, headers and
+body of your choice (``401`` with ``WWW-Authenticate``, say). If it raises,
+or returns what the core refuses, the client gets ``500 Internal Server
+Error`` and the exception propagates.
 """
 
 
@@ -57,6 +79,7 @@ class Upgrader(UpgraderOptions):
         response_headers: HeadersLike = (),
         *,
         http_handler: HTTPHandler | None = None,
+        process_request: ProcessRequest | None = None,
     ) -> Conn:
         """Read the handshake request from ``stream`` and answer it (gorilla: ``Upgrade``).
 
@@ -68,16 +91,21 @@ class Upgrader(UpgraderOptions):
             http_handler: answers a plain HTTP request (a health check, say);
                 without it, such a request gets 426. Either way
                 ``HandshakeError`` follows.
+            process_request: inspects a valid handshake request and accepts
+                it (with more headers) or refuses it; see :data:`ProcessRequest`.
 
         Returns:
             The open connection.
 
         Raises:
-            HandshakeError: the request was not a valid WebSocket handshake;
-                the HTTP error response was sent and the stream closed.
+            HandshakeError: the request was not a valid WebSocket handshake,
+                or ``process_request`` refused it; the HTTP response was sent
+                and the stream closed.
             TimeoutError: the request did not arrive within ``handshake_timeout``.
             OSError: the stream failed (for TLS, an ``ssl.SSLError``); trio's
                 error is the ``__cause__``.
+            Exception: what ``http_handler`` or ``process_request`` raised,
+                after ``500 Internal Server Error`` was sent.
         """
         core = self.new_connection()
         timeout = math.inf if self.handshake_timeout is None else self.handshake_timeout
@@ -85,14 +113,23 @@ class Upgrader(UpgraderOptions):
             with trio.fail_after(timeout):
                 try:
                     event = await exchange(stream, core, self.read_buffer_size)
-                    if not isinstance(event, HandshakeRequest):
-                        assert isinstance(event, HTTPRequest)
-                        status = await _answer_http(core, event, http_handler)
-                        raise HandshakeError(
-                            f"not a WebSocket handshake request: {event.method} {event.target}",
-                            status_code=status,
-                        )
-                    core.accept(extra_headers=response_headers)
+                    try:
+                        if isinstance(event, HandshakeRequest):
+                            answer = await _call(process_request, event)
+                            answer_handshake_request(core, event, answer, response_headers)
+                        else:
+                            assert isinstance(event, HTTPRequest)
+                            reply = await _call(http_handler, event)
+                            answer_http_request(core, event, reply)  # 426 by default
+                    except HandshakeError:
+                        raise
+                    except Exception:
+                        # The program's hook failed, or answered what the core
+                        # refuses: the client gets a 500, not a dropped connection.
+                        answer_internal_error(core)
+                        with suppress(*STREAM_GONE):
+                            await stream.send_all(core.data_to_send())
+                        raise
                     await stream.send_all(core.data_to_send())
                 except HandshakeError:
                     with suppress(*STREAM_GONE):
@@ -119,15 +156,11 @@ class Upgrader(UpgraderOptions):
         )
 
 
-async def _answer_http(
-    core: ServerConnection, request: HTTPRequest, http_handler: HTTPHandler | None
-) -> int:
-    if http_handler is None:
-        core.reject()
-        return 426  # Upgrade Required
-    answer = http_handler(request)
+async def _call(hook: Callable[[Any], Any] | None, request: object) -> Any:
+    """Call a hook that may be an async function; ``None`` without one."""
+    if hook is None:
+        return None
+    answer = hook(request)
     if inspect.isawaitable(answer):
         answer = await answer
-    status, headers, body = answer
-    core.reject(status, headers, body)
-    return status
+    return answer

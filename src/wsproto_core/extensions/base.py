@@ -36,15 +36,19 @@ __all__ = [
     "ServerExtensionFactory",
 ]
 
-#: The most bytes the connection passes to :meth:`Extension.decode` at once,
-#: and the most :meth:`Extension.decode` or :meth:`Extension.decode_more`
-#: should return at once. With ``stream_messages``, no ``MessageData`` of a
-#: message an extension decoded is larger, if the extension keeps to it.
 MAX_PIECE_SIZE = 256 * 1024
+"""The most bytes the connection passes to :meth:`Extension.decode` at once.
 
-#: The prepared key of an extension that leaves a message as it is: such
-#: connections share the encoding of connections without the extension.
+It is also the most :meth:`Extension.decode` or :meth:`Extension.decode_more`
+should return at once. With ``stream_messages``, no ``MessageData`` of a
+message an extension decoded is larger, if the extension keeps to it.
+"""
+
 PLAIN = ("plain",)
+"""The prepared key of an extension that leaves a message as it is.
+
+Such connections share the encoding of connections without the extension.
+"""
 
 
 class Extension(abc.ABC):

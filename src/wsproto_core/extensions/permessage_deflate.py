@@ -126,9 +126,11 @@ class PerMessageDeflate(Extension):
         self.remote_max_window_bits = remote_max_window_bits
         self.memory_level = memory_level
         self.threshold = threshold
-        #: Compress outgoing messages (gorilla: ``EnableWriteCompression``).
-        #: Takes effect at the next message.
         self.compress_outgoing = local_max_window_bits > 8
+        """Compress outgoing messages (gorilla: ``EnableWriteCompression``).
+
+        Takes effect at the next message.
+        """
         self._level = compression_level
         self._compressor: zlib._Compress | None = None
         self._decompressor: zlib._Decompress | None = None
