@@ -419,7 +419,9 @@ class Conversation:
         code: int | None = None
         reason = ""
         error: type[LocalProtocolError] | None = None
-        if len(payload) == 1:
+        if len(payload) == 1 or len(payload) > 125:
+            # A code needs two bytes; a control frame carries at most 125
+            # (RFC 6455 §5.5), so the reason at most 123.
             error = LocalProtocolError
         elif payload:
             code = int.from_bytes(payload[:2], "big")
