@@ -304,7 +304,8 @@ def test_other_http_requests_get_errors(
     server: ServeProcess, method: str, path: str, status: int
 ) -> None:
     assert http_get(server, path, method).status == status
-    server.wait_for_log(f"HTTP {method} {path}: {status}")
+    line = server.wait_for_log(f"HTTP {method} {path}: {status}")
+    assert re.search(rf"127\.0\.0\.1:\d+ HTTP {method} ", line), line  # who asked
 
 
 # -- logs ----------------------------------------------------------------------------------
@@ -325,7 +326,8 @@ def test_a_cross_origin_handshake_is_refused_and_logged(server: ServeProcess) ->
     with pytest.raises(ws.HandshakeError) as info:
         dial(server.ws_url("/chat"), [("Origin", "http://evil.example")])
     assert info.value.status_code == 403
-    server.wait_for_log("refused GET /chat from origin http://evil.example: 403")
+    line = server.wait_for_log("refused GET /chat from origin http://evil.example: 403")
+    assert re.search(r"127\.0\.0\.1:\d+ was refused ", line), line  # who was refused
 
 
 def test_a_same_origin_handshake_is_accepted(server: ServeProcess) -> None:

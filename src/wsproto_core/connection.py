@@ -34,6 +34,7 @@ import enum
 import os
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from .assembly import SMALL_PIECE, PieceJoiner
 from .constants import CloseCode, MessageType, Opcode
@@ -783,7 +784,10 @@ class Connection:
             for extension in encoders:
                 data, bits = extension.encode_prepared(data)
                 rsv |= bits
-            encoded = message._encodings[shared] = (data, rsv)
+            # Connections in other threads may be encoding it too: the first
+            # stored wins, and this one sends that, so an entry never changes
+            # once made (see PreparedMessage).
+            encoded = message._encodings.setdefault(shared, (data, rsv))
         payload, rsv = encoded
         if self._client:
             self._queue(opcode, payload, rsv=rsv)  # each client frame needs its own mask
@@ -791,7 +795,7 @@ class Connection:
             frame = message._frames.get(shared)
             if frame is None:
                 header = serialize_header(opcode, len(payload), rsv=rsv)
-                frame = message._frames[shared] = header + payload
+                frame = message._frames.setdefault(shared, header + payload)
             self._out.append(frame)
         self._state = state
 
@@ -966,6 +970,8 @@ class ServerConnection(Connection):
         max_message_size: as for :class:`Connection`.
         auto_pong: as for :class:`Connection`.
         stream_messages: as for :class:`Connection`.
+        remote_addr: the client's address, if the program knows it already;
+            see :attr:`remote_addr`.
     """
 
     def __init__(
@@ -979,6 +985,7 @@ class ServerConnection(Connection):
         max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
         auto_pong: bool = True,
         stream_messages: bool = False,
+        remote_addr: Any = None,
     ) -> None:
         super().__init__(
             Role.SERVER,
@@ -993,11 +1000,28 @@ class ServerConnection(Connection):
             check_origin=check_origin,
             max_handshake_size=max_handshake_size,
             render_error=render_error,
+            remote_addr=remote_addr,
         )
         self.handshake_request: HandshakeRequest | HTTPRequest | None = None
         """The request being answered, once it has arrived."""
         self.handshake_response: HandshakeResponse | None = None
         """The response :meth:`accept` sent, which opened the connection."""
+
+    @property
+    def remote_addr(self) -> Any:
+        """The client's address, which the requests this connection reports carry.
+
+        The core never looks at it: whatever the program driving it says,
+        such as a socket's ``getpeername()``, goes into the ``remote_addr``
+        of the :class:`HandshakeRequest` or :class:`HTTPRequest`, which the
+        ``render_error`` hook also receives, so a server's hooks know who
+        they answer. Set it before feeding the request; ``None`` if unknown.
+        """
+        return self._handshake.remote_addr
+
+    @remote_addr.setter
+    def remote_addr(self, address: Any) -> None:
+        self._handshake.remote_addr = address
 
     def _handshake_data(self, data: bytes) -> None:
         self._handshake.receive_data(data)

@@ -16,6 +16,7 @@ What arrives after the handshake comes as exactly one of:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from .constants import CloseCode, MessageType
 from .headers import ExtensionOffer, Headers
@@ -55,6 +56,11 @@ class HandshakeRequest(Event):
         origin: the ``Origin`` header, if any (browsers always send one).
         subprotocols: the subprotocols offered, in the client's order.
         extensions: the extensions offered, in the client's order.
+        remote_addr: the address of the client, as the program driving the
+            core gave it (see ``ServerConnection.remote_addr``): the
+            adapters give the socket's peer address, the one their
+            ``Conn.remote_addr`` has; ``None`` if unknown. The core only
+            carries it (Go's ``http.Request.RemoteAddr``).
     """
 
     target: str
@@ -63,6 +69,7 @@ class HandshakeRequest(Event):
     origin: str | None = None
     subprotocols: tuple[str, ...] = ()
     extensions: tuple[ExtensionOffer, ...] = ()
+    remote_addr: Any = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -78,12 +85,15 @@ class HTTPRequest(Event):
         target: the request target.
         headers: all request headers.
         body: the request body (bounded by the handshake size limit).
+        remote_addr: the address of the client, as in a
+            :class:`HandshakeRequest`; ``None`` if unknown.
     """
 
     method: str
     target: str
     headers: Headers
     body: bytes = b""
+    remote_addr: Any = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

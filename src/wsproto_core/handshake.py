@@ -24,6 +24,7 @@ import re
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import h11
 
@@ -73,6 +74,12 @@ and stays; so do the headers the RFC requires with it (``Allow``,
 ``Sec-WebSocket-Version``, ``Upgrade``), and ``Content-Length`` and
 ``Connection: close``, which are always set for you. The reason is written
 for people and never quotes the peer's bytes.
+
+Who was refused is ``request.remote_addr`` (gorilla's hook reads
+``r.RemoteAddr``): the client's address, which every adapter gives the core
+(see ``ServerConnection.remote_addr``). The signature stays gorilla's three
+arguments: the address travels with the request it belongs to, so one
+renderer serves every adapter, and the core on its own, unchanged.
 """
 
 _PLAIN_TEXT = (("Content-Type", "text/plain; charset=utf-8"),)
@@ -432,11 +439,14 @@ class ServerHandshake:
         check_origin: OriginCheck | None = same_origin,
         max_handshake_size: int = DEFAULT_MAX_HANDSHAKE_SIZE,
         render_error: ErrorRenderer = plain_text_error,
+        remote_addr: Any = None,
     ) -> None:
         self.subprotocols = tuple(subprotocols)
         self._factories = tuple(extensions)
         self._check_origin = check_origin
         self._render_error = render_error
+        # Opaque to the core: copied into the requests it reports.
+        self.remote_addr = remote_addr
         self._max_handshake_size = max_handshake_size
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=max_handshake_size)
         self._head = _HeadMeter(max_handshake_size)
@@ -523,6 +533,7 @@ class ServerHandshake:
             target=request.target.decode("ascii"),
             headers=_decode_headers(request.headers),
             body=b"".join(self._body),
+            remote_addr=self.remote_addr,
         )
 
     def _evaluate(self) -> HandshakeRequest | HTTPRequest:
@@ -538,7 +549,11 @@ class ServerHandshake:
             raise self._fail(400, f"malformed header: {exc}") from None
         if "websocket" not in upgrade:
             return HTTPRequest(
-                method=method, target=target, headers=headers, body=b"".join(self._body)
+                method=method,
+                target=target,
+                headers=headers,
+                body=b"".join(self._body),
+                remote_addr=self.remote_addr,
             )
         # RFC 6455 §4.2.1: what the server reads from the client's handshake.
         if method != "GET":
@@ -587,6 +602,7 @@ class ServerHandshake:
             origin=headers.get("origin"),
             subprotocols=tuple(protocols),
             extensions=tuple(offers),
+            remote_addr=self.remote_addr,
         )
         if self._check_origin is not None and not self._check_origin(event):
             raise self._fail(403, "origin not allowed")

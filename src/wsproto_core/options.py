@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from .connection import DEFAULT_MAX_MESSAGE_SIZE, ClientConnection, Connection, ServerConnection
 from .errors import HandshakeError, LocalProtocolError
@@ -101,9 +101,10 @@ class UpgraderOptions:
         check_origin: the origin policy (``CheckOrigin``). The default refuses
             browsers on other sites with 403; ``None`` accepts every origin.
         error: renders the HTTP error responses (``Error``): called with the
-            status, a reason and the request (``None`` if unparsable), it
-            returns ``(headers, body)``; see :data:`ErrorRenderer`. The
-            default answers with the reason in plain text.
+            status, a reason and the request (``None`` if unparsable), whose
+            ``remote_addr`` is the client's address, it returns
+            ``(headers, body)``; see :data:`ErrorRenderer`. The default
+            answers with the reason in plain text.
         enable_compression: negotiate permessage-deflate (``EnableCompression``):
             ``True`` with the RFC's defaults (context takeover both ways,
             15-bit windows, zlib level 1), or a
@@ -141,8 +142,13 @@ class UpgraderOptions:
         _check_sizes(self)
         _check_compression(self, ServerPerMessageDeflate)
 
-    def new_connection(self) -> ServerConnection:
-        """A server core set up with these options, waiting for a request."""
+    def new_connection(self, remote_addr: Any = None) -> ServerConnection:
+        """A server core set up with these options, waiting for a request.
+
+        Args:
+            remote_addr: the client's address, for the requests the core
+                reports (see ``ServerConnection.remote_addr``).
+        """
         deflate = self.enable_compression
         return ServerConnection(
             subprotocols=self.subprotocols,
@@ -151,6 +157,7 @@ class UpgraderOptions:
             max_handshake_size=self.max_handshake_size,
             max_message_size=self.max_message_size,
             render_error=self.error or plain_text_error,
+            remote_addr=remote_addr,
         )
 
 

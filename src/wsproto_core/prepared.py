@@ -8,6 +8,16 @@ send is a lookup and a buffer append. A connection whose encoding depends on
 its own history (compression with context takeover) encodes the message
 itself, as it would any other: sharing bytes across such connections would
 corrupt their compression contexts.
+
+Invariants, which make a message safe to send from many threads at once:
+
+* Everything but the two caches is fixed at construction.
+* A cache entry is added whole, by one atomic ``dict.setdefault``, and never
+  changed or removed: the first encoding stored for a key is the one every
+  send with that key uses. Two sends that need a missing entry at the same
+  moment may both compute it; the second one's result is dropped.
+* No lock: the core knows no threads, and the worst a race costs is an
+  encoding computed twice.
 """
 
 from __future__ import annotations
@@ -25,6 +35,14 @@ class PreparedMessage:
 
     Build it once and pass it to ``send_prepared()`` of each connection.
     Encodings are made lazily, on the first send that needs each one.
+
+    **Threads:** one message may be sent by any number of threads at once,
+    each to its own connections (a connection itself still has one writer
+    at a time), as gorilla's ``PreparedMessage`` can: a hub that broadcasts
+    from several threads needs no lock around it. The cache of encodings is
+    never corrupted; at worst, threads that first need the same encoding at
+    the same moment each compute it, and all of them send the one stored
+    first, so every connection with the same parameters gets the same bytes.
 
     Args:
         message_type: ``MessageType.TEXT`` or ``MessageType.BINARY``.

@@ -5,14 +5,15 @@ from __future__ import annotations
 import os
 import socket
 import struct
+from contextlib import suppress
 from typing import Any
 
 import anyio
 import pytest
 from anyio.abc import SocketAttribute
-from async_helpers import MASK, raw_client, raw_server, serving, url_of, ws_pair
+from async_helpers import MASK, STEP, raw_client, raw_server, serving, url_of, ws_pair
 
-from wsproto_core import Opcode
+from wsproto_core import Opcode, SharedBufferPool
 
 pytestmark = pytest.mark.anyio
 
@@ -94,6 +95,100 @@ async def test_one_writer_at_a_time(ws):
         await client.write_message(ws.MessageType.TEXT, "yes")  # the writer role was released
         assert await server.read_message() == (ws.MessageType.BINARY, b"x" * 10)
         assert await server.read_message() == (ws.MessageType.TEXT, "yes")
+
+
+async def read_all(conn: Any) -> None:
+    """Read until the connection ends."""
+    while True:
+        await conn.read_message()
+
+
+class Boom(Exception):
+    """An error of the program's own, raised inside a writer's block."""
+
+
+class CountingPool(SharedBufferPool):
+    """A shared pool that counts how many buffers are out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.out = 0
+
+    def get(self) -> bytearray | None:
+        self.out += 1
+        return super().get()
+
+    def put(self, buffer: bytearray) -> None:
+        self.out -= 1
+        super().put(buffer)
+
+
+async def test_an_error_inside_the_writer_block_propagates_and_the_message_ends(ws):
+    async with ws_pair(ws) as (client, server):
+        client.write_buffer_size = 4
+
+        async def stream() -> None:
+            async with client.next_writer(ws.MessageType.BINARY) as writer:
+                await writer.write(b"012345")  # a frame of "0123" goes out, "45" waits
+                raise Boom
+
+        with pytest.raises(Boom):
+            await stream()
+        # What was written is sent, and the writer role is free again.
+        assert await server.read_message() == (ws.MessageType.BINARY, b"012345")
+        await client.write_message(ws.MessageType.TEXT, "next")
+        assert await server.read_message() == (ws.MessageType.TEXT, "next")
+
+
+async def test_a_read_error_inside_a_streamed_echo_is_not_replaced(ws):
+    """The error that failed the connection leaves the writer's block, not CloseSentError."""
+    errors: list[BaseException] = []
+    done = anyio.Event()
+
+    async def echo_streamed(conn: Any) -> None:
+        try:
+            message_type, reader = await conn.next_reader()
+            async with conn.next_writer(message_type) as writer:
+                async for chunk in reader:
+                    await writer.write(chunk)
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            done.set()
+
+    upgrader = ws.Upgrader(max_message_size=1000)
+    async with serving(ws, echo_streamed, upgrader=upgrader) as server:
+        dialer = ws.Dialer(write_buffer_size=500, handshake_timeout=STEP)
+        client, _ = await dialer.dial(url_of(server))
+        async with client:
+            with suppress(ws.WebSocketError, OSError):  # the server may be gone already
+                async with client.next_writer(ws.MessageType.BINARY) as writer:
+                    await writer.write(bytes(5000))
+            with pytest.raises((ws.CloseError, OSError)):
+                await read_all(client)
+            with anyio.fail_after(STEP):
+                await done.wait()
+    assert [type(error) for error in errors] == [ws.ReadLimitError]
+
+
+async def test_the_writer_block_tries_no_write_on_a_closed_connection(ws):
+    async with ws_pair(ws) as (client, _):
+        pool = CountingPool()
+        client.write_buffer_pool = pool
+        writer = client.next_writer(ws.MessageType.BINARY)
+        await writer.write(b"pending")
+        await client.close()
+
+        async def fail() -> None:
+            async with writer:
+                raise Boom
+
+        with pytest.raises(Boom):
+            await fail()
+        assert pool.out == 0  # the buffer went back
+        # The role is free: the closed connection answers, not ConcurrencyError.
+        with pytest.raises((OSError, ws.CloseSentError)):
+            await client.write_message(ws.MessageType.TEXT, "late")
 
 
 async def test_a_second_writer_while_one_waits_for_the_peer(ws):

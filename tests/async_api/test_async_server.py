@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import errno
+import functools
+import inspect
 import json
 import logging
+import socket
 import ssl
 import sys
 from contextlib import suppress
@@ -11,6 +15,7 @@ from typing import Any
 
 import anyio
 import pytest
+from anyio.abc import SocketAttribute
 from async_helpers import (
     STEP,
     RawPeer,
@@ -152,6 +157,23 @@ async def test_a_failing_handler_is_logged_and_the_server_carries_on(ws, caplog)
     assert all(r.exc_info and isinstance(r.exc_info[1], RuntimeError) for r in failures)
 
 
+async def test_a_port_in_use_is_the_os_error(ws):
+    """Failing to listen raises the socket's OSError, not a group (sync's serve() too)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        if "task_status" in inspect.signature(ws.serve).parameters:
+            # trio's serve() is for nursery.start, which raises what serve() raised.
+            async with anyio.create_task_group() as tg:
+                with pytest.raises(OSError) as info:  # noqa: PT011 - the errno is checked below
+                    await tg.start(functools.partial(ws.serve, echo, "127.0.0.1", port))
+        else:
+            with pytest.raises(OSError) as info:  # noqa: PT011 - the errno is checked below
+                await ws.serve(echo, "127.0.0.1", port)
+    assert info.value.errno == errno.EADDRINUSE
+
+
 async def test_handshake_options_come_from_the_upgrader(ws):
     upgrader = ws.Upgrader(subprotocols=["v2", "v1"])
     async with echo_server(ws, upgrader=upgrader) as server:
@@ -268,6 +290,54 @@ async def test_the_error_hook_renders_refusals(ws):
         assert head.startswith(b"HTTP/1.1 426 ")
         assert json.loads(body)["status"] == 426
     assert [status for status, _ in calls] == [403, 426]
+
+
+async def test_the_hooks_and_the_log_see_the_clients_address(ws, caplog):
+    """http_handler, process_request and the error hook all get ``request.remote_addr``."""
+    seen: list[tuple[str, Any]] = []
+    handled: list[tuple[Any, Any]] = []
+    arrived = anyio.Event()
+
+    async def health(request: Any) -> Any:
+        seen.append(("http_handler", request.remote_addr))
+        return 404, [], None  # rendered by the error hook
+
+    def render(status: int, reason: str, request: Any) -> Any:
+        seen.append((f"error {status}", None if request is None else request.remote_addr))
+        return [], b"refused\n"
+
+    async def process_request(request: Any) -> None:
+        seen.append(("process_request", request.remote_addr))
+
+    async def handler(conn: Any) -> None:
+        handled.append((conn.request.remote_addr, conn.remote_addr))
+        arrived.set()
+
+    options = {"http_handler": health, "process_request": process_request}
+    caplog.set_level(logging.INFO, logger=f"{ws.__name__}.server")
+    async with serving(ws, handler, upgrader=ws.Upgrader(error=render), **options) as server:
+        host, port = server.address[:2]
+        async with await anyio.connect_tcp(host, port) as stream:
+            plain = stream.extra(SocketAttribute.local_address)
+            await stream.send(b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n")
+            await read_to_eof(stream)
+        with pytest.raises(ws.HandshakeError):
+            await ws.Dialer(handshake_timeout=STEP).dial(
+                url_of(server), [("Origin", "http://evil.example")]
+            )
+        conn, _ = await ws.Dialer(handshake_timeout=STEP).dial(url_of(server))
+        async with conn:
+            with anyio.fail_after(STEP):
+                await arrived.wait()
+    assert handled == [(conn.local_addr, conn.local_addr)]
+    assert seen[:2] == [("http_handler", plain), ("error 404", plain)]
+    refused, (hook, address) = seen[2], seen[3]
+    assert refused[0] == "error 403"
+    assert refused[1][0] == "127.0.0.1"  # the refused client's own address
+    assert (hook, address) == ("process_request", conn.local_addr)
+    refusals = [r.getMessage() for r in caplog.records if "refused a handshake" in r.getMessage()]
+    assert refusals[0].startswith(f"refused a handshake from {plain!r}: ")
+    assert refusals[1].startswith(f"refused a handshake from {refused[1]!r}: ")
 
 
 async def test_a_silent_client_is_disconnected_after_the_handshake_timeout(ws, caplog):

@@ -11,6 +11,7 @@ import contextlib
 import functools
 import itertools
 import random
+import threading
 import tracemalloc
 import zlib
 from collections.abc import Iterator, Sequence
@@ -1729,6 +1730,67 @@ def test_prepared_plain_encoding_is_shared_with_and_without_deflate() -> None:
         [(frame, _)] = wire_frames(pair.server.data_to_send())
         assert (frame.rsv, frame.payload) == (0, b"short")
     assert prepared.encodings == 1
+
+
+THREADS = 8
+
+
+@pytest.mark.parametrize("role", ["server", "client"])
+def test_prepared_sent_from_many_threads_at_once(
+    role: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Threads that need the same missing encoding at once each compute it; all send one."""
+    barrier = threading.Barrier(THREADS, timeout=10)
+    calls = itertools.count()
+    count_lock = threading.Lock()
+
+    def encode_prepared(self: Any, data: bytes) -> tuple[bytes, int]:
+        with count_lock:
+            level = next(calls) % 10  # a different encoding in each thread, each valid
+        barrier.wait()  # every thread encodes at once: the worst case
+        compressor = zlib.compressobj(
+            level, zlib.DEFLATED, -self.local_max_window_bits, self.memory_level
+        )
+        return (compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4], RSV1
+
+    monkeypatch.setattr(pmd_module.PerMessageDeflate, "encode_prepared", encode_prepared)
+    no_takeover = {"server_no_context_takeover": True, "client_no_context_takeover": True}
+    pairs = [open_pair(no_takeover, {}) for _ in range(THREADS)]
+    senders = [pair.server if role == "server" else pair.client for pair in pairs]
+    prepared = PreparedMessage(MessageType.TEXT, words(20_000, seed=12))
+    wires: dict[int, bytes] = {}
+    errors: list[BaseException] = []
+
+    def send(index: int) -> None:
+        try:
+            senders[index].send_prepared(prepared)  # one connection per thread
+            wires[index] = senders[index].data_to_send()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=send, args=(index,)) for index in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert not any(thread.is_alive() for thread in threads)
+    assert errors == []
+    assert next(calls) == THREADS  # the worst case happened: every thread encoded
+    assert prepared.encodings == 1
+    sent = set()
+    for index, pair in enumerate(pairs):
+        [(frame, _)] = wire_frames(wires[index])
+        sent.add((frame.rsv, frame.payload))
+        receiver = pair.client if role == "server" else pair.server
+        receiver.receive_data(wires[index])
+        assert receiver.next_event() == expected(prepared.data, True)
+    # Every connection sent the encoding that was stored first, and kept:
+    # a later send uses it too, without encoding again.
+    assert len(sent) == 1
+    senders[0].send_prepared(prepared)
+    [(frame, _)] = wire_frames(senders[0].data_to_send())
+    assert {(frame.rsv, frame.payload)} == sent
+    assert next(calls) == THREADS + 1  # only the count above: no more encoding
 
 
 @pytest.mark.parametrize("client_nct", [False, True])

@@ -36,6 +36,7 @@ from wsproto_core import (
     ServerConnection,
     ServerExtensionFactory,
     State,
+    UpgraderOptions,
     accept_key,
     is_websocket_upgrade,
     parse_close_payload,
@@ -1712,6 +1713,55 @@ def test_render_error_renders_a_refused_origin() -> None:
     _, _, response = server_error(data, "whole", render_error=render)
     assert response.status_code == 403
     assert render.calls[0][:2] == (403, "origin not allowed")
+
+
+# == server: the client's address, carried for the program's hooks ====================
+
+PEER = ("203.0.113.7", 50123)
+
+
+def test_requests_carry_the_remote_addr_the_program_gave() -> None:
+    server, event = server_request(ws_request(), "whole", remote_addr=PEER)
+    assert server.remote_addr == PEER
+    assert isinstance(event, HandshakeRequest)
+    assert event.remote_addr == PEER
+    _, event = server_request(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n", "whole", remote_addr=PEER)
+    assert isinstance(event, HTTPRequest)
+    assert event.remote_addr == PEER
+
+
+def test_remote_addr_is_none_unless_given_and_may_be_set_before_the_request() -> None:
+    _, event = server_request(ws_request(), "whole")
+    assert isinstance(event, HandshakeRequest)
+    assert event.remote_addr is None
+    server = ServerConnection()
+    assert server.remote_addr is None
+    server.remote_addr = "/run/ws.sock"  # what a transport says once connected
+    server.receive_data(ws_request())
+    [event] = drain(server)
+    assert isinstance(event, HandshakeRequest)
+    assert event.remote_addr == "/run/ws.sock"
+
+
+def test_the_error_hook_sees_who_was_refused() -> None:
+    render = PageRecorder()
+    server_error(
+        ws_request("Origin: https://evil.example"), "whole", render_error=render, remote_addr=PEER
+    )
+    server_error(ws_request(ws_version="8"), "whole", render_error=render, remote_addr=PEER)
+    server, _ = server_request(ws_request(), "whole", render_error=render, remote_addr=PEER)
+    server.reject(401)
+    assert [(status, request.remote_addr) for status, _, request in render.calls if request] == [
+        (403, PEER),
+        (426, PEER),
+        (401, PEER),
+    ]
+
+
+def test_upgrader_options_pass_the_remote_addr_on() -> None:
+    server = UpgraderOptions().new_connection(remote_addr=PEER)
+    assert server.remote_addr == PEER
+    assert UpgraderOptions().new_connection().remote_addr is None
 
 
 def test_reject_without_a_body_renders_the_page() -> None:

@@ -480,6 +480,66 @@ def test_a_failed_writer_gives_its_buffer_back(sockets):
     b.close()
 
 
+class Boom(Exception):
+    """An error of the program's own, raised inside a writer's block."""
+
+
+def test_an_error_inside_the_writer_block_propagates_and_the_message_ends(pair):
+    client, server = pair
+    guard_reads(server)
+    client.write_buffer_size = 4
+
+    def stream() -> None:
+        with client.next_writer(MessageType.BINARY) as writer:
+            writer.write(b"012345")  # a frame of "0123" goes out, "45" waits
+            raise Boom
+
+    with pytest.raises(Boom):
+        stream()
+    # As trio's writer does (and gorilla's next NextWriter): what was
+    # written is sent, and the writer role is free again.
+    assert server.read_message() == (MessageType.BINARY, b"012345")
+    client.write_message(MessageType.TEXT, "next")
+    assert server.read_message() == (MessageType.TEXT, "next")
+
+
+def test_a_read_error_inside_the_writer_block_is_not_replaced(raw_client):
+    """The error that failed the connection leaves the block, not CloseSentError."""
+    peer, server = raw_client
+    guard_reads(server)
+    server.set_read_limit(1000)
+    pool = CountingPool()
+    server.write_buffer_pool = pool
+    peer.send(Opcode.BINARY, bytes(500), fin=False)
+    peer.send(Opcode.CONTINUATION, bytes(500), fin=False)
+    peer.send(Opcode.CONTINUATION, bytes(500), fin=True)
+    message_type, reader = server.next_reader()
+
+    def echo() -> None:
+        with server.next_writer(message_type) as writer:
+            while chunk := reader.read(65536):
+                writer.write(chunk)
+
+    with pytest.raises(ReadLimitError):
+        echo()
+    assert peer.close_frame()[0] == CloseCode.MESSAGE_TOO_BIG
+    assert pool.out == 0  # the buffer went back, with no frame sent
+    with pytest.raises(CloseSentError):  # the role is free: the core answers
+        server.next_writer(MessageType.BINARY).close()
+
+
+def test_the_writer_block_tries_no_write_on_a_closed_connection(pair):
+    client, _ = pair
+    writer = client.next_writer(MessageType.BINARY)
+    writer.write(b"pending")
+    client.close()
+    with pytest.raises(Boom), writer:
+        raise Boom
+    assert writer.closed
+    with pytest.raises(OSError):  # noqa: PT011 - the role is free: the socket answers
+        client.write_message(MessageType.TEXT, "late")
+
+
 def test_next_writer_takes_any_bytes_like(pair):
     client, server = pair
     guard_reads(server)

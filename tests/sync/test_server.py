@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import queue
 import socket
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from typing import Any
 
 import pytest
 
@@ -16,10 +19,14 @@ from wsproto_sync import (
     CloseError,
     Conn,
     Dialer,
+    HandshakeError,
+    HandshakeRequest,
     HTTPRequest,
     MessageType,
+    ReadLimitError,
     Server,
     Upgrader,
+    WebSocketError,
     serve,
 )
 
@@ -227,3 +234,92 @@ def test_a_silent_client_times_out_and_the_server_carries_on(
         assert client.read_message() == (MessageType.TEXT, "after")
         client.close()
     assert any("handshake failed" in record.getMessage() for record in caplog.records)
+
+
+def read_all(conn: Conn) -> None:
+    """Read until the connection ends."""
+    while True:
+        conn.read_message()
+
+
+def test_a_read_error_inside_a_streamed_echo_is_not_replaced() -> None:
+    """The error that failed the connection leaves the writer's block, not CloseSentError."""
+    errors: queue.Queue[BaseException] = queue.Queue()
+
+    def echo_streamed(conn: Conn) -> None:
+        try:
+            message_type, reader = conn.next_reader()
+            with conn.next_writer(message_type) as writer:
+                while chunk := reader.read(65536):
+                    writer.write(chunk)
+        except Exception as exc:
+            errors.put(exc)
+            raise
+
+    server = serve(echo_streamed, upgrader=Upgrader(max_message_size=1000))
+    with running(server):
+        client, _ = Dialer(write_buffer_size=500, handshake_timeout=5).dial(url(server))
+        client.set_read_deadline(time.monotonic() + 5)
+        with client:
+            # The server may be gone before the last frame.
+            with suppress(WebSocketError, OSError), client.next_writer(MessageType.BINARY) as w:
+                w.write(bytes(5000))
+            with pytest.raises((CloseError, OSError)):
+                read_all(client)
+        error = errors.get(timeout=5)
+    assert type(error) is ReadLimitError
+
+
+def test_a_port_in_use_is_the_os_error() -> None:
+    """Failing to listen raises the socket's OSError, as the async adapters' serve() does."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(OSError) as info:  # noqa: PT011 - the errno is checked below
+            serve(echo, "127.0.0.1", port)
+    assert info.value.errno == errno.EADDRINUSE
+
+
+def test_the_hooks_and_the_log_see_the_clients_address(caplog: pytest.LogCaptureFixture) -> None:
+    """http_handler, process_request and the error hook all get ``request.remote_addr``."""
+    seen: list[tuple[str, Any]] = []
+
+    def health(request: HTTPRequest) -> tuple[int, list[tuple[str, str]], bytes | None]:
+        seen.append(("http_handler", request.remote_addr))
+        return 404, [], None  # rendered by the error hook
+
+    def render(status: int, reason: str, request: HTTPRequest | None) -> tuple[Any, bytes]:
+        seen.append((f"error {status}", None if request is None else request.remote_addr))
+        return [], b"refused\n"
+
+    def process_request(request: HandshakeRequest) -> None:
+        seen.append(("process_request", request.remote_addr))
+
+    handled: queue.Queue[tuple[Any, Any]] = queue.Queue()
+
+    def handler(conn: Conn) -> None:
+        handled.put((conn.request.remote_addr, conn.remote_addr))
+
+    upgrader = Upgrader(error=render)
+    server = serve(handler, upgrader=upgrader, http_handler=health, process_request=process_request)
+    caplog.set_level(logging.INFO, logger="wsproto_sync.server")
+    with running(server):
+        with socket.create_connection(server.address[:2], timeout=5) as raw:
+            plain = raw.getsockname()
+            raw.sendall(b"GET /nope HTTP/1.1\r\nHost: example\r\n\r\n")
+            while raw.recv(4096):
+                pass
+        with pytest.raises(HandshakeError):
+            DIALER.dial(url(server), [("Origin", "http://evil.example")])
+        client = dial(server)
+        assert handled.get(timeout=5) == (client.local_addr, client.local_addr)
+        client.close()
+    assert seen[:2] == [("http_handler", plain), ("error 404", plain)]
+    refused, (hook, address) = seen[2], seen[3]
+    assert refused[0] == "error 403"
+    assert refused[1][0] == "127.0.0.1"  # the refused client's own address
+    assert (hook, address) == ("process_request", client.local_addr)
+    refusals = [r.getMessage() for r in caplog.records if "refused a handshake" in r.getMessage()]
+    assert refusals[0].startswith(f"refused a handshake from {plain!r}: ")
+    assert refusals[1].startswith(f"refused a handshake from {refused[1]!r}: ")

@@ -166,6 +166,21 @@ def test_dialer_talks_to_a_connection_taken_from_http_server(http_server):
     assert any('"GET /ws HTTP/1.1" 101' in line for line in server.log)
 
 
+def test_a_connection_taken_from_http_server_knows_the_clients_address(http_server):
+    seen: list[tuple[Any, Any, Any]] = []
+    upgrader = Upgrader()
+
+    def route(handler: http.server.BaseHTTPRequestHandler) -> None:
+        with upgrader.upgrade(handler) as conn:
+            seen.append((handler.client_address, conn.request.remote_addr, conn.remote_addr))
+
+    server = http_server(route)
+    conn, _ = Dialer(handshake_timeout=TIMEOUT).dial(server.url())
+    with guard(conn):
+        assert read_until_close(conn) == CloseCode.ABNORMAL_CLOSURE  # the route returned
+    assert seen == [(conn.local_addr, conn.local_addr, conn.local_addr)]
+
+
 def test_other_paths_stay_plain_http(http_server):
     server = http_server(echo_route(Upgrader()))
     response = raw_request(

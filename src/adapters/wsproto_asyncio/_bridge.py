@@ -47,6 +47,7 @@ from wsproto_core import (
     MessageStart,
     Pong,
     RemoteProtocolError,
+    ServerConnection,
 )
 
 __all__ = ["Bridge"]
@@ -108,6 +109,10 @@ class Bridge(asyncio.BufferedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        if isinstance(self.core, ServerConnection):
+            # Before any byte of the request: the requests the core reports
+            # (to http_handler, process_request, the error hook) carry it.
+            self.core.remote_addr = transport.get_extra_info("peername")
         self.flush()  # a client's handshake request
         if self.on_connect is not None:
             self.on_connect(self)

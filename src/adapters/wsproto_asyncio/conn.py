@@ -381,6 +381,16 @@ class Conn:
         self._check_write_error()
         self._writing = True
 
+    def _write_failed(self) -> bool:
+        """Whether nothing written can arrive any more: a write failed, or the transport closed."""
+        transport = self._bridge.transport
+        return (
+            self._write_error is not None
+            or self._closed
+            or transport is None
+            or transport.is_closing()
+        )
+
     def _check_write_error(self) -> None:
         if self._write_error is not None:
             raise self._write_error
@@ -677,6 +687,12 @@ class MessageWriter:
     UTF-8 ``bytes`` (or ``str`` through :meth:`write_text`). The buffer
     comes from the connection's ``write_buffer_pool`` at the first write and
     goes back at ``close()``.
+
+    Leaving the ``async with`` block normally ends the message, and an error
+    doing so is raised. Leaving it on an exception lets that exception
+    through: the message is ended if the connection still can (an error
+    doing so is dropped), and nothing is sent once the transport failed or
+    closed.
     """
 
     def __init__(self, conn: Conn, message_type: MessageType) -> None:
@@ -700,19 +716,33 @@ class MessageWriter:
 
     async def close(self) -> None:
         """Send the last frame, ending the message."""
-        if self.closed:
-            return
-        self.closed = True
-        try:
-            await self._frame(self._frames.finish(), fin=True)
-        finally:
-            self._conn._writing = False
+        await self._end(send=True)
 
     async def __aenter__(self) -> MessageWriter:
         return self
 
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
+    async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        if exc is None:
+            await self.close()  # its errors are the block's
+            return
+        # Leaving on an error: let that error through, not one of ours. A
+        # read that failed the connection (ReadLimitError, say) would
+        # otherwise become the CloseSentError of this message's last frame.
+        # End the message if the connection still can, as trio's writer
+        # does; on one whose transport failed or closed, don't even try.
+        with suppress(Exception):
+            await self._end(send=not self._conn._write_failed())
+
+    async def _end(self, *, send: bool) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            last = self._frames.finish()  # the buffer goes back to the pool either way
+            if send:
+                await self._frame(last, fin=True)
+        finally:
+            self._conn._writing = False
 
     async def _frame(self, data: bytes, *, fin: bool) -> None:
         self._conn._check_write_error()

@@ -91,10 +91,10 @@ class Server:
                 bridge, http_handler=self.http_handler, process_request=self.process_request
             )
         except HandshakeError as exc:
-            logger.info("refused a handshake: %s", exc)
+            logger.info("refused a handshake from %r: %s", _peer_of(bridge), exc)
             return
         except (OSError, TimeoutError) as exc:
-            logger.info("handshake failed: %r", exc)
+            logger.info("handshake failed: %r (from %r)", exc, _peer_of(bridge))
             return
         except Exception:
             # The hook's own exception: the client got a 500 (see Upgrader.handshake).
@@ -229,3 +229,9 @@ async def serve(
         )
     server.attach(listener)
     return server
+
+
+def _peer_of(bridge: Bridge) -> Any:
+    """The client's address, for the log."""
+    transport = bridge.transport
+    return None if transport is None else transport.get_extra_info("peername")

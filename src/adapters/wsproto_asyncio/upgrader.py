@@ -40,8 +40,9 @@ HTTPHandler = Callable[[HTTPRequest], "HTTPResponse | Awaitable[HTTPResponse]"]
 """Answers a plain HTTP request on a WebSocket port: ``(status, headers, body)``.
 
 A health check, say: ``lambda request: (200, [("Content-Type", "text/plain")], b"ok")``.
-It may be a coroutine function; a body of ``None`` is rendered by the
-``error`` hook. If it raises, the client gets ``500 Internal Server Error``.
+The request's ``remote_addr`` is the client's address. It may be a
+coroutine function; a body of ``None`` is rendered by the ``error`` hook.
+If it raises, the client gets ``500 Internal Server Error``.
 """
 
 Answer = Acceptance | Rejection | None

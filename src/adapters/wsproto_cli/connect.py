@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 from wsproto_core import (
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -76,7 +76,6 @@ _BARRIER = b"wsproto connect: end of input"
 HEX_SHOWN = 32
 #: Lines read ahead of the connection (then reading stdin waits).
 LINES_AHEAD = 16
-_E = TypeVar("_E", bound=BaseException)
 # Exit statuses (2 is argparse's, for usage errors).
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 
@@ -273,11 +272,10 @@ def _fail(message: str) -> int:
 def describe_error(error: BaseException, options: Options) -> str:
     """Say in one line why connecting failed."""
     where = f"{options.uri.host}:{options.uri.port}"
-    tls = _find(error, ssl.SSLError)
-    if isinstance(tls, ssl.SSLCertVerificationError):
-        return f"TLS handshake with {where} failed: {tls.verify_message or tls.reason}"
-    if tls is not None:
-        text = re.sub(r" \(_ssl\.c:\d+\)$", "", str(tls.strerror or tls.reason or tls))
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return f"TLS handshake with {where} failed: {error.verify_message or error.reason}"
+    if isinstance(error, ssl.SSLError):
+        text = re.sub(r" \(_ssl\.c:\d+\)$", "", str(error.strerror or error.reason or error))
         return f"TLS handshake with {where} failed: {text}"
     if isinstance(error, HandshakeError):
         return _describe_handshake_error(error)
@@ -290,7 +288,7 @@ def describe_error(error: BaseException, options: Options) -> str:
         )
     if isinstance(error, socket.gaierror):
         return f"cannot resolve {options.uri.host!r}: {error.strerror or error}"
-    if _find(error, ConnectionRefusedError) is not None:
+    if isinstance(error, ConnectionRefusedError):
         return f"cannot connect to {where}: connection refused"
     if isinstance(error, OSError):
         return f"cannot connect to {where}: {error.strerror or error}"
@@ -311,24 +309,6 @@ def _describe_handshake_error(error: HandshakeError) -> str:
             break
     detail = detail[:200]
     return f"handshake failed: {status}" + (f" ({detail})" if detail else "")
-
-
-def _find(error: BaseException, kind: type[_E]) -> _E | None:
-    # trio reports TLS errors as the cause of an OSError, and a refused
-    # connection as an OSError caused by a group of them: look down the chain.
-    seen: set[int] = set()
-    pending = [error]
-    while pending:
-        current = pending.pop(0)
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, kind):
-            return current
-        if isinstance(current, BaseExceptionGroup):
-            pending += current.exceptions
-        pending += [e for e in (current.__cause__, current.__context__) if e is not None]
-    return None
 
 
 # -- what the adapters share ---------------------------------------------------------------

@@ -253,20 +253,23 @@ def http_handler(request: HTTPRequest) -> tuple[int, Sequence[tuple[str, str]], 
         body = b"426 Upgrade Required: /chat is the chat hub's WebSocket; open / instead\n"
     else:
         status, headers, body = 404, [_TEXT], b"404 Not Found\n"
-    logger.info("HTTP %s %s: %d", request.method, _shorten(request.target), status)
+    peer = _format_address(request.remote_addr)
+    logger.info("%s HTTP %s %s: %d", peer, request.method, _shorten(request.target), status)
     return status, headers, body
 
 
 def render_error(status: int, reason: str, request: HTTPRequest | None) -> tuple[Any, bytes]:
     """Render a refused handshake as plain text, and log it (the Upgrader's ``error`` hook)."""
     if request is None:
-        what = "a malformed request"
+        # Unparsed, it has no address either; the adapter's own log line has it.
+        logger.info("refused a malformed request: %d %s", status, reason)
     else:
         what = f"{request.method} {_shorten(request.target)}"
         origin = request.headers.get("origin")
         if origin is not None:
             what += f" from origin {_shorten(origin)}"
-    logger.info("refused %s: %d %s", what, status, reason)
+        peer = _format_address(request.remote_addr)
+        logger.info("%s was refused %s: %d %s", peer, what, status, reason)
     return plain_text_error(status, reason, request)
 
 

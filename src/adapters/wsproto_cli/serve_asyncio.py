@@ -129,15 +129,11 @@ async def _echo(conn: ws.Conn, session: Session) -> None:
     try:
         while True:
             message_type, reader = await conn.next_reader()
-            writer = conn.next_writer(message_type)
-            try:
+            # Left on a read error (a message over the limit), the writer
+            # lets that error through.
+            async with conn.next_writer(message_type) as writer:
                 async for chunk in reader:
                     await writer.write(chunk)
-            finally:
-                # Not ``async with``: leaving it on a read error would replace
-                # that error with the writer's own (a Close was sent already).
-                with suppress(ws.WebSocketError, OSError):
-                    await writer.close()
             session.received += 1
             session.sent += 1
     except (ws.WebSocketError, OSError) as exc:

@@ -140,15 +140,11 @@ def _echo(conn: ws.Conn, session: Session) -> None:
     try:
         while True:
             message_type, reader = conn.next_reader()
-            writer = conn.next_writer(message_type)
-            try:
+            # Left on a read error (a message over the limit), the writer
+            # lets that error through.
+            with conn.next_writer(message_type) as writer:
                 while chunk := reader.read(CHUNK):
                     writer.write(chunk)
-            finally:
-                # Not ``with``: leaving it on a read error would replace that
-                # error with the writer's own (a Close was sent already).
-                with suppress(ws.WebSocketError, OSError):
-                    writer.close()
             session.received += 1
             session.sent += 1
     except (ws.WebSocketError, OSError) as exc:

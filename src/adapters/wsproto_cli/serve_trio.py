@@ -131,8 +131,9 @@ async def _echo(conn: ws.Conn, session: Session) -> None:
     try:
         while True:
             message_type, reader = await conn.next_reader()
+            # Left on a read error (a message over the limit), the writer
+            # lets that error through.
             async with conn.next_writer(message_type) as writer:
-                # trio's writer, left on an error, keeps that error.
                 async for chunk in reader:
                     await writer.write(chunk)
             session.received += 1
@@ -187,11 +188,10 @@ def run(options: ServeOptions) -> None:
     try:
         trio.run(_serve, options)
     except BaseExceptionGroup as group:
-        # A nursery reports the failure to listen as a group of one.
-        listening, rest = group.split(OSError)
-        if listening is None or rest is not None:
-            raise
-        error: OSError | ExceptionGroup[OSError] = listening
-        while isinstance(error, ExceptionGroup):
-            error = error.exceptions[0]
-        raise error from None
+        # serve() raises the OSError itself, and nursery.start() passes it
+        # on as it is; but it leaves _serve()'s nursery, which wraps what
+        # leaves its body (trio's strict exception groups): a group of one.
+        error = group.exceptions[0]
+        if len(group.exceptions) == 1 and isinstance(error, OSError):
+            raise error from None
+        raise

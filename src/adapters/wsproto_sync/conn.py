@@ -419,6 +419,10 @@ class Conn:
             raise LocalProtocolError("write_control() sends Ping, Pong or Close")
         self._send(lambda core: core.send_message(message_type, data), deadline)
 
+    def _write_failed(self) -> bool:
+        """Whether nothing written can arrive any more: a write failed, or the socket closed."""
+        return self._write_error is not None or self._closed
+
     def _writing(self) -> AbstractContextManager[None]:
         return _role(self._writer_role, "writing", "writer")
 
@@ -712,6 +716,11 @@ class MessageWriter(io.RawIOBase):
     context manager. Text messages take UTF-8 ``bytes`` (or ``str`` through
     :meth:`write_text`). The buffer comes from the connection's
     ``write_buffer_pool`` at the first write and goes back at ``close()``.
+
+    Leaving the ``with`` block normally ends the message, and an error doing
+    so is raised. Leaving it on an exception lets that exception through:
+    the message is ended if the connection still can (an error doing so is
+    dropped), and nothing is sent once the socket failed or closed.
     """
 
     def __init__(self, conn: Conn, message_type: MessageType) -> None:
@@ -739,10 +748,29 @@ class MessageWriter(io.RawIOBase):
 
     def close(self) -> None:
         """Send the last frame, ending the message."""
+        self._end(send=True)
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        if exc is None:
+            self.close()  # its errors are the block's
+            return
+        # Leaving on an error: let that error through, not one of ours. A
+        # read that failed the connection (ReadLimitError, say) would
+        # otherwise become the CloseSentError of this message's last frame.
+        # End the message if the connection still can, as trio's writer
+        # does; on one whose socket failed or closed, don't even try.
+        with suppress(Exception):
+            self._end(send=not self._conn._write_failed())
+
+    def _end(self, *, send: bool) -> None:
         if self.closed:
             return
         try:
-            self._frame(self._frames.finish(), fin=True)
+            last = self._frames.finish()  # the buffer goes back to the pool either way
+            if send:
+                self._frame(last, fin=True)
         finally:
             super().close()
             self._conn._writer_role.release()

@@ -85,10 +85,10 @@ class Server:
 
     def _accept(self) -> None:
         try:
-            sock, _ = self.socket.accept()
+            sock, peer = self.socket.accept()
         except (BlockingIOError, InterruptedError):
             return  # another thread or a reset took it
-        thread = threading.Thread(target=self._run, args=(sock,), daemon=True)
+        thread = threading.Thread(target=self._run, args=(sock, peer), daemon=True)
         with self._lock:
             if self._stopping.is_set():
                 sock.close()
@@ -96,7 +96,7 @@ class Server:
             self._threads.add(thread)
         thread.start()
 
-    def _run(self, sock: socket.socket) -> None:
+    def _run(self, sock: socket.socket, peer: Any) -> None:
         try:
             try:
                 conn = self.upgrader.upgrade(
@@ -106,10 +106,10 @@ class Server:
                     ssl_context=self.ssl_context,
                 )
             except HandshakeError as exc:
-                logger.info("refused a handshake: %s", exc)
+                logger.info("refused a handshake from %r: %s", peer, exc)
                 return
             except (OSError, TimeoutError) as exc:
-                logger.info("handshake failed: %r", exc)
+                logger.info("handshake failed: %r (from %r)", exc, peer)
                 return
             except Exception:
                 logger.exception("a request hook failed (http_handler or process_request)")

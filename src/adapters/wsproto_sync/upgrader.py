@@ -14,6 +14,7 @@ import ssl
 import time
 from collections.abc import Callable
 from contextlib import suppress
+from typing import Any
 
 from wsproto_core import (
     Acceptance,
@@ -40,8 +41,9 @@ HTTPHandler = Callable[[HTTPRequest], HTTPResponse]
 """Answers a plain HTTP request on a WebSocket port: ``(status, headers, body)``.
 
 A health check, say: ``lambda request: (200, [("Content-Type", "text/plain")], b"ok")``.
-A body of ``None`` is rendered by the Upgrader's ``error`` hook. If it
-raises, the client gets ``500 Internal Server Error``.
+The request's ``remote_addr`` is the client's address. A body of ``None``
+is rendered by the Upgrader's ``error`` hook. If it raises, the client gets
+``500 Internal Server Error``.
 """
 
 ProcessRequest = Callable[[HandshakeRequest], "Acceptance | Rejection | None"]
@@ -128,7 +130,6 @@ class Upgrader(UpgraderOptions):
         deadline = None
         if self.handshake_timeout is not None:
             deadline = time.monotonic() + self.handshake_timeout
-        core = self.new_connection()
         handler = None
         if isinstance(request, http.server.BaseHTTPRequestHandler):
             if ssl_context is not None:
@@ -136,6 +137,7 @@ class Upgrader(UpgraderOptions):
             handler, sock = request, request.connection
         else:
             sock = request
+        core = self.new_connection(remote_addr=_peer_of(sock))
         sock.setblocking(False)
         status = 101
         try:
@@ -190,6 +192,14 @@ class Upgrader(UpgraderOptions):
             keepalive_interval=self.keepalive_interval,
             keepalive_timeout=self.keepalive_timeout,
         )
+
+
+def _peer_of(sock: socket.socket) -> Any:
+    """The peer's address, as ``Conn.remote_addr`` will have it; ``None`` if it is gone."""
+    try:
+        return sock.getpeername()
+    except OSError:  # the client left already: the handshake will fail
+        return None
 
 
 def _hijack(handler: http.server.BaseHTTPRequestHandler) -> bytes:

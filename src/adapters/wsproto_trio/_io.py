@@ -8,11 +8,13 @@ handles errors works with every adapter.
 
 from __future__ import annotations
 
+from typing import Any
+
 import trio
 
 from wsproto_core import Connection, Event, ProxyConnect
 
-__all__ = ["STREAM_GONE", "exchange", "open_tunnel", "os_error"]
+__all__ = ["STREAM_GONE", "exchange", "open_tunnel", "os_error", "peer_of", "socket_of"]
 
 #: What trio raises for a stream that failed, or that was closed.
 STREAM_GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
@@ -67,3 +69,26 @@ async def open_tunnel(stream: trio.abc.Stream, connect: ProxyConnect, read_size:
     while (event := connect.next_event()) is None:
         connect.receive_data(bytes(await stream.receive_some(read_size)))
     return event.trailing_data
+
+
+def socket_of(stream: trio.abc.Stream) -> Any:
+    """The socket under a stream (through TLS), or ``None`` (a memory stream's)."""
+    while True:
+        sock = getattr(stream, "socket", None)
+        if sock is not None:
+            return sock
+        inner = getattr(stream, "transport_stream", None)
+        if inner is None:
+            return None
+        stream = inner
+
+
+def peer_of(stream: trio.abc.Stream) -> Any:
+    """The peer's address, as ``Conn.remote_addr`` will have it; ``None`` if unknown."""
+    sock = socket_of(stream)
+    if sock is None:
+        return None
+    try:
+        return sock.getpeername()
+    except OSError:  # the client left already: the handshake will fail
+        return None

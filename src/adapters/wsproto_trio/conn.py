@@ -66,7 +66,7 @@ from wsproto_core import (
 from wsproto_core.assembly import PieceJoiner
 from wsproto_core.options import opening_request, opening_response
 
-from ._io import STREAM_GONE
+from ._io import STREAM_GONE, socket_of
 
 __all__ = ["Conn", "MessageReader", "MessageWriter"]
 
@@ -153,7 +153,7 @@ class Conn:
         self._ping_count = 0
         self.latency: float | None = None
         """Seconds between the last keepalive Ping and its Pong, once measured."""
-        sock = _socket_of(stream)
+        sock = socket_of(stream)
         self.local_addr: Any = sock.getsockname() if sock is not None else None
         """The address of this end (gorilla: ``LocalAddr``), if the stream has a socket."""
         self.remote_addr: Any = sock.getpeername() if sock is not None else None
@@ -522,6 +522,10 @@ class Conn:
             raise ConcurrencyError("another task is writing: a Conn has one writer at a time")
         self._writing = True
 
+    def _write_failed(self) -> bool:
+        """Whether nothing written can arrive any more: a write failed, or the stream closed."""
+        return self._write_error is not None or self._closed
+
     def _check_writable(self) -> None:
         # Write errors are permanent too (gorilla keeps writeErr): the same
         # error, before the core queues a frame that could never leave.
@@ -735,18 +739,6 @@ def _write_error_of(exc: BaseException) -> BaseException:
     return ConnectionResetError("a write was cancelled part way: the connection failed")
 
 
-def _socket_of(stream: trio.abc.Stream) -> Any:
-    """The socket under a stream (through TLS), or ``None``."""
-    while True:
-        sock = getattr(stream, "socket", None)
-        if sock is not None:
-            return sock
-        inner = getattr(stream, "transport_stream", None)
-        if inner is None:
-            return None
-        stream = inner
-
-
 class MessageReader:
     """Reads one message as it arrives (what ``next_reader()`` returns).
 
@@ -833,6 +825,12 @@ class MessageWriter:
     UTF-8 ``bytes`` (or ``str`` through :meth:`write_text`). The buffer
     comes from the connection's ``write_buffer_pool`` at the first write and
     goes back at ``aclose()``.
+
+    Leaving the ``async with`` block normally ends the message, and an error
+    doing so is raised. Leaving it on an exception lets that exception
+    through: the message is ended if the connection still can (an error
+    doing so is dropped), and nothing is sent once the stream failed or
+    closed.
     """
 
     def __init__(self, conn: Conn, message_type: MessageType) -> None:
@@ -870,13 +868,7 @@ class MessageWriter:
 
     async def aclose(self) -> None:
         """Send the last frame, ending the message."""
-        if self.closed:
-            return
-        self.closed = True
-        try:
-            await self._frame(self._frames.finish(), fin=True)
-        finally:
-            self._conn._writing = False
+        await self._end(send=True)
 
     close = aclose
     """The same as :meth:`aclose`, under the name the other adapters use."""
@@ -890,9 +882,21 @@ class MessageWriter:
             return
         # Leaving on an error: end the message if the connection still can,
         # but let that error through, not one of ours: a Cancelled replaced
-        # by a BrokenResourceError would never reach its cancel scope.
+        # by a BrokenResourceError would never reach its cancel scope. On a
+        # stream that failed or closed, don't even try.
         with suppress(Exception):
-            await self.aclose()
+            await self._end(send=not self._conn._write_failed())
+
+    async def _end(self, *, send: bool) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            last = self._frames.finish()  # the buffer goes back to the pool either way
+            if send:
+                await self._frame(last, fin=True)
+        finally:
+            self._conn._writing = False
 
     async def _frame(self, data: bytes, *, fin: bool) -> None:
         self._queue_frame(data, fin=fin)

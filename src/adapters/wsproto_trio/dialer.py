@@ -99,8 +99,11 @@ class Dialer(DialerOptions):
                 headers and body.
             TimeoutError: ``handshake_timeout`` passed.
             OSError: connecting failed (refused, unreachable, TLS errors such
-                as ``ssl.SSLCertVerificationError``, the connection lost);
-                where trio reported it, its error is the ``__cause__``.
+                as ``ssl.SSLCertVerificationError``, the connection lost).
+                As in the other adapters, it is the socket's own error
+                (``ConnectionRefusedError``...) when every address of the
+                host failed the same way; where trio reported the failure
+                otherwise, trio's error is the ``__cause__``.
         """
         uri = parse_uri(url)
         proxy = resolve_proxy(self.proxy, uri)
@@ -171,7 +174,36 @@ class Dialer(DialerOptions):
 
 
 async def _open_tcp(address: tuple[str, int]) -> trio.abc.Stream:
-    return await trio.open_tcp_stream(*address)
+    try:
+        return await trio.open_tcp_stream(*address)
+    except OSError as exc:
+        error = _one_error(exc)
+        if error is exc:
+            raise
+    # Outside the except block, so the chain doesn't loop back through the group.
+    raise error
+
+
+def _one_error(exc: OSError) -> OSError:
+    """The error to raise for a failed ``trio.open_tcp_stream``: what the other adapters raise.
+
+    trio tries every address and raises ``OSError("all attempts to connect
+    ... failed")`` from an ``ExceptionGroup`` of the attempts' errors. When
+    they all failed the same way (``ConnectionRefusedError`` from each of
+    ``localhost``'s addresses, say), that is the error, as
+    ``socket.create_connection`` and asyncio's ``create_connection`` raise
+    it; different failures keep trio's summary, with the group as its cause.
+    """
+    group = exc.__cause__
+    if not isinstance(group, ExceptionGroup):
+        return exc
+    first = group.exceptions[0]  # a group is never empty
+    if isinstance(first, OSError) and all(
+        isinstance(error, OSError) and type(error) is type(first) and error.errno == first.errno
+        for error in group.exceptions
+    ):
+        return first
+    return exc
 
 
 default_dialer = Dialer()

@@ -23,7 +23,7 @@ import trio
 from wsproto_core import CloseCode, HandshakeError, MessageType, WebSocketError
 from wsproto_core.frames import format_close_message
 
-from ._io import STREAM_GONE
+from ._io import STREAM_GONE, peer_of
 from .conn import Conn
 from .upgrader import HTTPHandler, ProcessRequest, Upgrader
 
@@ -115,6 +115,7 @@ class Server:
                 self._idle.set()
 
     async def _serve(self, stream: trio.abc.Stream) -> None:
+        peer = peer_of(stream)  # for the log: a failed stream is closed, and says no more
         try:
             if self.ssl_context is not None:
                 stream = trio.SSLStream(stream, self.ssl_context, server_side=True)
@@ -122,10 +123,10 @@ class Server:
                 stream, http_handler=self.http_handler, process_request=self.process_request
             )
         except HandshakeError as exc:
-            logger.info("refused a handshake: %s", exc)
+            logger.info("refused a handshake from %r: %s", peer, exc)
             return
         except (OSError, TimeoutError) as exc:
-            logger.info("handshake failed: %r", exc)
+            logger.info("handshake failed: %r (from %r)", exc, peer)
             return
         except Exception:
             # The hook's own exception: the client got a 500 (see Upgrader.upgrade).

@@ -31,7 +31,7 @@ from wsproto_core.options import (
     answer_internal_error,
 )
 
-from ._io import STREAM_GONE, exchange, os_error
+from ._io import STREAM_GONE, exchange, os_error, peer_of
 from .conn import Conn
 
 __all__ = ["HTTPHandler", "ProcessRequest", "Upgrader"]
@@ -41,8 +41,10 @@ HTTPHandler = Callable[[HTTPRequest], "HTTPResponse | Awaitable[HTTPResponse]"]
 """Answers a plain HTTP request on a WebSocket port: ``(status, headers, body)``.
 
 A health check, say: ``lambda request: (200, [("Content-Type", "text/plain")], b"ok")``.
-It may be an async function; a body of ``None`` is rendered by the ``error`` hook.
-If it raises, the client gets ``500 Internal Server Error``.
+The request's ``remote_addr`` is the client's address (``None`` for a
+stream without a socket). It may be an async function; a body of ``None``
+is rendered by the ``error`` hook. If it raises, the client gets ``500
+Internal Server Error``.
 """
 
 Answer = Acceptance | Rejection | None
@@ -107,7 +109,7 @@ class Upgrader(UpgraderOptions):
             Exception: what ``http_handler`` or ``process_request`` raised,
                 after ``500 Internal Server Error`` was sent.
         """
-        core = self.new_connection()
+        core = self.new_connection(remote_addr=peer_of(stream))
         timeout = math.inf if self.handshake_timeout is None else self.handshake_timeout
         try:
             with trio.fail_after(timeout):
