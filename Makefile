@@ -62,7 +62,8 @@ $(WSTEST):
 	bash $(AUTOBAHN_TOOLS)/setup.sh
 
 # Our adapters against their peers; pass options as `make bench BENCH_ARGS=--quick`.
-bench: $(BENCH_STAMP)
+# Node's ws takes part when npm is here to install it (tests/interop/node).
+bench: $(BENCH_STAMP) $(if $(shell command -v npm),$(NODE_STAMP))
 	$(BIN)/python -m wsproto_cli.bench $(BENCH_ARGS)
 
 # The documentation site, into build/site/ (mkdocs.yml); any warning fails the build.
