@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import enum
 import os
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -133,6 +132,51 @@ class Connection:
             (RFC 6455 §10.3). Replace it only in tests.
     """
 
+    # Slots: 10,000 idle connections each save the ~1.5 KiB of a dict (W5).
+    # A subclass without __slots__ gets a __dict__ back, and works as before.
+    __slots__ = (
+        "_buffer",
+        "_claimed_rsv",
+        "_client",
+        "_decoders",
+        "_decoders_by_rsv",
+        "_eof",
+        "_failed",
+        "_fin",
+        "_frame_key",
+        "_held",
+        "_held_last",
+        "_in_frame",
+        "_joiner",
+        "_mask_pool",
+        "_mask_pos",
+        "_max_size",
+        "_offset",
+        "_out",
+        "_pending",
+        "_pos",
+        "_random_bytes",
+        "_reading",
+        "_remaining",
+        "_role",
+        "_rsv",
+        "_run",
+        "_sending",
+        "_size",
+        "_state",
+        "_streaming",
+        "_text",
+        "_texts",
+        "_utf8",
+        "auto_pong",
+        "close_received",
+        "close_sent",
+        "extensions",
+        "stream_messages",
+        "stream_min_size",
+        "subprotocol",
+    )
+
     def __init__(
         self,
         role: Role,
@@ -167,7 +211,7 @@ class Connection:
 
         self._eof = False
         self._failed = False
-        self._events: deque[Event] = deque()
+        self._pending: Event | None = None  # the MessageEnd after a last MessageData
         self._out: list[bytes] = []
         self.close_sent: Close | None = None
         """The Close we sent, or ``None``."""
@@ -318,8 +362,9 @@ class Connection:
                 send :meth:`data_to_send`, then close the transport.
             HandshakeError: the opening handshake failed (see its docs).
         """
-        if self._events:
-            return self._events.popleft()
+        if self._pending is not None:
+            event, self._pending = self._pending, None
+            return event
         try:
             if self._state is State.CONNECTING:
                 return self._handshake_event()
@@ -545,7 +590,7 @@ class Connection:
             if last:
                 self._reading = False
                 if chunk:
-                    self._events.append(MessageEnd())
+                    self._pending = MessageEnd()
                     return MessageData(data=chunk)
                 return MessageEnd()
             return MessageData(data=chunk) if chunk else None
@@ -886,6 +931,12 @@ class ClientConnection(Connection):
         random_bytes: as for :class:`Connection`.
     """
 
+    __slots__ = (
+        "_handshake",
+        "_uri",
+        "handshake_response",
+    )
+
     def __init__(
         self,
         uri: str | WebSocketURI,
@@ -910,7 +961,9 @@ class ClientConnection(Connection):
             random_bytes=random_bytes,
         )
         self._state = State.CONNECTING
-        self._handshake = ClientHandshake(
+        # Dropped once the handshake is over: an open connection does not
+        # carry the HTTP parser around (W5: memory per idle connection).
+        self._handshake: ClientHandshake | None = ClientHandshake(
             uri,
             origin=origin,
             subprotocols=subprotocols,
@@ -924,27 +977,32 @@ class ClientConnection(Connection):
         self.handshake_response: HandshakeResponse | None = None
         """The server's response that opened the connection, once it has."""
         self._out.append(self._handshake.request)
+        self._uri = self._handshake.uri
 
     @property
     def uri(self) -> WebSocketURI:
         """The URI this client connects to."""
-        return self._handshake.uri
+        return self._uri
 
     def _handshake_data(self, data: bytes) -> None:
+        assert self._handshake is not None  # only called while CONNECTING
         self._handshake.receive_data(data)
 
     def _handshake_event(self) -> Event | None:
-        event = self._handshake.next_event()
+        handshake = self._handshake
+        assert handshake is not None  # only called while CONNECTING
+        event = handshake.next_event()
         if event is None:
             return None
         self._state = transition(RECEIVE_TRANSITIONS, self._state, type(event))
         if isinstance(event, HandshakeResponse):
-            self._set_extensions(self._handshake.extensions)
+            self._set_extensions(handshake.extensions)
             self.subprotocol = event.subprotocol
             self.handshake_response = event
-            self._append(self._handshake.trailing_data)
+            self._append(handshake.trailing_data)
         else:
             self._failed = True  # nothing more will come; close the transport
+        self._handshake = None
         return event
 
 
@@ -974,6 +1032,13 @@ class ServerConnection(Connection):
             see :attr:`remote_addr`.
     """
 
+    __slots__ = (
+        "_handshake",
+        "_remote_addr",
+        "handshake_request",
+        "handshake_response",
+    )
+
     def __init__(
         self,
         *,
@@ -994,7 +1059,9 @@ class ServerConnection(Connection):
             stream_messages=stream_messages,
         )
         self._state = State.CONNECTING
-        self._handshake = ServerHandshake(
+        # Dropped once answered: an open connection does not carry the HTTP
+        # parser around (W5: memory per idle connection).
+        self._handshake: ServerHandshake | None = ServerHandshake(
             subprotocols=subprotocols,
             extensions=extensions,
             check_origin=check_origin,
@@ -1002,6 +1069,7 @@ class ServerConnection(Connection):
             render_error=render_error,
             remote_addr=remote_addr,
         )
+        self._remote_addr = remote_addr
         self.handshake_request: HandshakeRequest | HTTPRequest | None = None
         """The request being answered, once it has arrived."""
         self.handshake_response: HandshakeResponse | None = None
@@ -1017,20 +1085,26 @@ class ServerConnection(Connection):
         ``render_error`` hook also receives, so a server's hooks know who
         they answer. Set it before feeding the request; ``None`` if unknown.
         """
-        return self._handshake.remote_addr
+        return self._remote_addr
 
     @remote_addr.setter
     def remote_addr(self, address: Any) -> None:
-        self._handshake.remote_addr = address
+        self._remote_addr = address
+        if self._handshake is not None:
+            self._handshake.remote_addr = address
 
     def _handshake_data(self, data: bytes) -> None:
+        assert self._handshake is not None  # only called while CONNECTING
         self._handshake.receive_data(data)
 
     def _handshake_event(self) -> Event | None:
+        handshake = self._handshake
+        assert handshake is not None  # only called while CONNECTING
         try:
-            event = self._handshake.next_event()
+            event = handshake.next_event()
         except HandshakeError:
-            self._out.append(self._handshake.response)
+            self._out.append(handshake.response)
+            self._handshake = None
             raise
         if event is not None:
             self._state = transition(RECEIVE_TRANSITIONS, self._state, type(event))
@@ -1055,15 +1129,16 @@ class ServerConnection(Connection):
                 the client did not offer, or a header the handshake owns.
         """
         state = transition(SEND_TRANSITIONS, self._state, HandshakeResponse)
-        response, event = self._handshake.accept(
-            subprotocol=subprotocol, extra_headers=extra_headers
-        )
-        self._set_extensions(self._handshake.extensions)
+        handshake = self._handshake
+        assert handshake is not None  # the transition allows only a request being answered
+        response, event = handshake.accept(subprotocol=subprotocol, extra_headers=extra_headers)
+        self._set_extensions(handshake.extensions)
         self.subprotocol = event.subprotocol
         self.handshake_response = event
         self._out.append(response)
         self._state = state
-        self._append(self._handshake.trailing_data)
+        self._append(handshake.trailing_data)
+        self._handshake = None
         return event
 
     def reject(
@@ -1081,6 +1156,8 @@ class ServerConnection(Connection):
             LocalProtocolError: no request to answer, or not a final status.
         """
         state = transition(SEND_TRANSITIONS, self._state, HandshakeRejected)
+        assert self._handshake is not None  # the transition allows only a request being answered
         self._out.append(self._handshake.reject(status_code, headers, body))
+        self._handshake = None
         self._state = state
         self._failed = True  # the transport closes after the response
