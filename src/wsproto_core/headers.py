@@ -44,6 +44,9 @@ class Headers:
         if isinstance(fields, Headers):
             self._fields: tuple[tuple[str, str], ...] = fields._fields
             return
+        if not fields:
+            self._fields = ()
+            return
         items = fields.items() if isinstance(fields, Mapping) else fields
         self._fields = tuple((str(name), str(value)) for name, value in items)
 
@@ -87,7 +90,8 @@ class Headers:
         return f"Headers({list(self._fields)!r})"
 
     def __add__(self, other: HeadersLike) -> Headers:
-        return Headers(self._fields + Headers(other)._fields)
+        more = Headers(other)._fields
+        return Headers(self._fields + more) if more else self
 
 
 HeadersLike = Headers | Mapping[str, str] | Iterable[tuple[str, str]]

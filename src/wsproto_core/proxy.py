@@ -23,14 +23,17 @@ from __future__ import annotations
 import base64
 import re
 import urllib.parse
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import h11
 
 from .errors import HandshakeError, LocalProtocolError
 from .events import Event, HandshakeRejected
-from .handshake import DEFAULT_MAX_HANDSHAKE_SIZE, DEFAULT_MAX_REJECTED_BODY_SIZE
+from .handshake import (
+    DEFAULT_MAX_HANDSHAKE_SIZE,
+    DEFAULT_MAX_REJECTED_BODY_SIZE,
+    _decode_headers,
+)
 from .headers import Headers, HeadersLike
 
 __all__ = ["DEFAULT_PROXY_PORT", "ProxyConnect", "ProxyURL", "TunnelEstablished", "parse_proxy_url"]
@@ -311,8 +314,3 @@ class ProxyConnect:
                 body=b"".join(self._body),
             ),
         )
-
-
-def _decode_headers(raw: Sequence[tuple[bytes, bytes]]) -> Headers:
-    # h11 has checked the syntax; HTTP header bytes are ISO-8859-1 (RFC 9110 §5.5).
-    return Headers([(name.decode("latin-1"), value.decode("latin-1")) for name, value in raw])

@@ -101,6 +101,7 @@ class Bridge(asyncio.BufferedProtocol):
         "_view",
         "_waiter",
         "_writing_paused",
+        "connected_at",
         "core",
         "error",
         "events",
@@ -109,6 +110,7 @@ class Bridge(asyncio.BufferedProtocol):
         "max_queue",
         "on_connect",
         "on_pong",
+        "on_ready",
         "peer_closed",
         "transport",
     )
@@ -149,14 +151,20 @@ class Bridge(asyncio.BufferedProtocol):
         self.peer_closed: asyncio.Future[None] = self._loop.create_future()
         #: Called with each Pong's payload as it arrives (keepalive).
         self.on_pong: Any = None
-        #: Called when the connection is made (the server starts a handler).
+        #: Called when the connection is made.
         self.on_connect: Any = None
+        #: Called once, when the first event or error is queued (a server
+        #: starts the handler's task then, not while the request is on its way).
+        self.on_ready: Any = None
+        #: ``loop.time()`` when the transport connected: handshake deadlines count from it.
+        self.connected_at = 0.0
 
     # -- asyncio.BufferedProtocol ------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        self.connected_at = self._loop.time()
         if isinstance(self.core, ServerConnection):
             # Before any byte of the request: the requests the core reports
             # (to http_handler, process_request, the error hook) carry it.
@@ -246,6 +254,9 @@ class Bridge(asyncio.BufferedProtocol):
         self._queue_full = len(self.events) >= self.max_queue
         self._update_reading()
         self._wake()
+        if self.on_ready is not None and (self.events or self.error is not None):
+            ready, self.on_ready = self.on_ready, None
+            ready(self)
 
     def pop(self) -> Event:
         """Take the first queued event; the queue must not be empty."""

@@ -1,9 +1,11 @@
 """serve(): an asyncio WebSocket server with graceful shutdown.
 
 Each accepted connection gets a task that does the handshake and runs the
-handler. Shutting down stops accepting, sends every open connection a Close
-with 1001 (going away), gives handlers a bounded time to finish, then
-cancels what is left and drops its connections.
+handler, started once the request is in: while it is on its way, the
+connection costs a timer (the handshake timeout), not a task waiting.
+Shutting down stops accepting, sends every open connection a Close with
+1001 (going away), gives handlers a bounded time to finish, then cancels
+what is left and drops its connections.
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ class Server:
         self.shutdown_timeout = shutdown_timeout
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        # Connections whose request has not arrived, with their handshake timers.
+        self._pending: dict[Bridge, asyncio.TimerHandle] = {}
         self._conns: set[Conn] = set()
         self._stopping = False
         self._stopped = asyncio.Event()
@@ -81,9 +85,27 @@ class Server:
         if self._stopping:
             bridge.abort()
             return
+        timeout = self.upgrader.handshake_timeout
+        if timeout is None:
+            self._ready(bridge)  # nothing to time out: the task may as well wait
+            return
+        loop = asyncio.get_running_loop()
+        self._pending[bridge] = loop.call_later(timeout, self._timed_out, bridge)
+        bridge.on_ready = self._ready
+
+    def _ready(self, bridge: Bridge) -> None:
+        timer = self._pending.pop(bridge, None)
+        if timer is not None:
+            timer.cancel()
         task = asyncio.get_running_loop().create_task(self._run(bridge))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _timed_out(self, bridge: Bridge) -> None:
+        del self._pending[bridge]
+        bridge.on_ready = None
+        logger.info("handshake failed: no request in time (from %r)", _peer_of(bridge))
+        bridge.abort()
 
     async def _run(self, bridge: Bridge) -> None:
         try:
@@ -133,6 +155,11 @@ class Server:
         self._stopping = True
         if self._server is not None:
             self._server.close()
+        for bridge, timer in list(self._pending.items()):
+            timer.cancel()  # no request yet: nothing to say goodbye to
+            bridge.on_ready = None
+            bridge.abort()
+        self._pending.clear()
         going_away = format_close_message(CloseCode.GOING_AWAY, _GOING_AWAY)
         for conn in list(self._conns):
             # Queue the Close without waiting: a peer that doesn't read must

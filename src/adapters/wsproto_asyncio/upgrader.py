@@ -164,8 +164,15 @@ class Upgrader(UpgraderOptions):
         """
         core = bridge.core
         assert isinstance(core, ServerConnection)
+        # The timeout counts from the connection. Without a hook, a request
+        # that is here already is answered without waiting: no timer to arm.
+        timeout = self.handshake_timeout
+        deadline = None if timeout is None else bridge.connected_at + timeout
+        ready = bool(bridge.events) or bridge.error is not None
+        if ready and process_request is None and http_handler is None:
+            deadline = None
         try:
-            async with asyncio.timeout(self.handshake_timeout):
+            async with asyncio.timeout_at(deadline):
                 event = await bridge.next_event()
                 try:
                     if isinstance(event, HandshakeRequest):
