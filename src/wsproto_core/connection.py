@@ -101,6 +101,10 @@ _TEXT_RUN = 256  # the small pieces of a text message are joined this many at a 
 Data = bytes | bytearray | memoryview
 
 
+# The decoders by RSV value of a connection without extensions.
+_NO_DECODERS: dict[int, tuple[tuple[Extension, int], ...]] = {0: ()}
+
+
 class Role(enum.Enum):
     """Which end of the connection we are; it decides who masks (RFC 6455 §5.1)."""
 
@@ -237,9 +241,11 @@ class Connection:
         # A message delivered whole, so far, in memory proportional to its
         # size: the payload of a binary one; the text of a text one, and the
         # small pieces of text after it, to be joined into one string.
-        self._joiner = PieceJoiner()
-        self._texts: list[str] = []
-        self._run: list[str] = []
+        # Made when a message comes in several pieces, dropped at its end:
+        # most messages come whole, and an idle connection is smaller.
+        self._joiner: PieceJoiner | None = None
+        self._texts: list[str] | None = None
+        self._run: list[str] | None = None
         # The extensions that decode the message, in the order they run, with
         # their RSV bits; and whether they hold back output of the last piece
         # of payload (and whether that piece was the message's last).
@@ -250,12 +256,17 @@ class Connection:
         self._sending: Opcode | None = None
 
     def _set_extensions(self, extensions: Sequence[Extension]) -> None:
+        if not extensions:  # the common case, shared (never mutated)
+            self.extensions: tuple[Extension, ...] = ()
+            self._claimed_rsv = 0
+            self._decoders_by_rsv = _NO_DECODERS
+            return
         claimed = 0
         for extension in extensions:
             if extension.rsv & claimed:
                 raise LocalProtocolError("two extensions claim the same RSV bit")
             claimed |= extension.rsv
-        self.extensions: tuple[Extension, ...] = tuple(extensions)
+        self.extensions = tuple(extensions)
         self._claimed_rsv = claimed
         # For each RSV value a message may start with: the extensions that
         # decode it, with their bits. Decoding undoes encoding, so they run in
@@ -604,17 +615,18 @@ class Connection:
                     return None
                 utf8 = self._utf8 = Utf8Decoder()
             text = utf8.decode(chunk, last)  # checked as it comes: fail at the first bad byte
-            run = self._run
+            run, texts = self._run, self._texts
+            if run is None or texts is None:
+                run, texts = self._run, self._texts = [], []
             if len(chunk) < SMALL_PIECE and not last:
                 # A string kept for each small piece would cost far more than
                 # its bytes: join them a run at a time.
                 if text:
                     run.append(text)
                     if len(run) >= _TEXT_RUN:
-                        self._texts.append("".join(run))
+                        texts.append("".join(run))
                         run.clear()
                 return None
-            texts = self._texts
             if run:
                 texts.append("".join(run))
                 run.clear()
@@ -623,12 +635,18 @@ class Connection:
             if not last:
                 return None
             self._reading = False
-            self._texts = []
+            self._texts = self._run = None
             return Message(data="".join(texts))  # no copy if it is the only piece
+        joiner = self._joiner
         if last:
             self._reading = False
-            return Message(data=self._joiner.join(chunk))  # no copy if it is the only piece
-        self._joiner.append(chunk)
+            if joiner is None:
+                return Message(data=chunk)
+            self._joiner = None
+            return Message(data=joiner.join(chunk))  # no copy if it is the only piece
+        if joiner is None:
+            joiner = self._joiner = PieceJoiner()
+        joiner.append(chunk)
         return None
 
     def _decode(self, chunk: bytes | None, last: bool) -> tuple[bytes, bool]:

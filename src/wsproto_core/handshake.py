@@ -247,8 +247,8 @@ def _decode_headers(raw: _RawHeaders) -> Headers:
     # raw_items() is a plain list: iterating h11's Sequence item by item costs
     # more than the whole decoding. Names in lowercase, as h11 reports them.
     items = raw.raw_items()
-    return Headers(
-        [(name.decode("latin-1").lower(), value.decode("latin-1")) for name, value in items]
+    return Headers._of(
+        tuple([(name.decode("latin-1").lower(), value.decode("latin-1")) for name, value in items])
     )
 
 
@@ -689,7 +689,7 @@ class ServerHandshake:
                 fields.append(("Sec-WebSocket-Extensions", format_extensions(responses)))
             except ValueError as exc:
                 raise LocalProtocolError(f"an extension answered badly: {exc}") from None
-        headers = Headers(fields) + extra
+        headers = Headers._of(tuple(fields)) + extra
         if extra:
             # The program's headers: h11 validates them as it serializes.
             fields = list(headers)

@@ -50,6 +50,13 @@ class Headers:
         items = fields.items() if isinstance(fields, Mapping) else fields
         self._fields = tuple((str(name), str(value)) for name, value in items)
 
+    @classmethod
+    def _of(cls, fields: tuple[tuple[str, str], ...]) -> Headers:
+        """Wrap fields known to be pairs of ``str``, without copying them (the core's own)."""
+        headers = cls.__new__(cls)
+        headers._fields = fields
+        return headers
+
     def get(self, name: str, default: str | None = None) -> str | None:
         """Return the first value of ``name``, or ``default``."""
         name = name.lower()

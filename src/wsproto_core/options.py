@@ -256,8 +256,9 @@ def answer_handshake_request(
             status_code=answer.status_code,
         )
     if answer is None:
-        answer = Acceptance()
-    elif not isinstance(answer, Acceptance):
+        core.accept(extra_headers=response_headers)
+        return
+    if not isinstance(answer, Acceptance):
         raise TypeError(
             "process_request returns None, an Acceptance or a Rejection, "
             f"not {type(answer).__name__}"

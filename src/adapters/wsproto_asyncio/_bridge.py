@@ -93,7 +93,12 @@ class Bridge(asyncio.BufferedProtocol):
         "_answer_backlog",
         "_closing",
         "_drain_waiters",
+        "_ended",
         "_loop",
+        "_lost",
+        "_lost_exc",
+        "_peer_closed",
+        "_peer_done",
         "_queue_full",
         "_reading_paused",
         "_resume_at",
@@ -106,12 +111,10 @@ class Bridge(asyncio.BufferedProtocol):
         "error",
         "events",
         "last_received",
-        "lost",
         "max_queue",
         "on_connect",
         "on_pong",
         "on_ready",
-        "peer_closed",
         "transport",
     )
 
@@ -134,7 +137,7 @@ class Bridge(asyncio.BufferedProtocol):
         self._view = _read_buffers.get(read_buffer_size)
         self._loop = asyncio.get_running_loop()
         self._waiter: asyncio.Future[None] | None = None
-        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._drain_waiters: list[asyncio.Future[None]] | None = None
         self._writing_paused = False
         self._reading_paused = False
         # Why reading is paused: the queue is full, or the peer doesn't read
@@ -145,10 +148,14 @@ class Bridge(asyncio.BufferedProtocol):
         #: ``loop.time()`` of the last bytes received: the peer was alive then.
         self.last_received = 0.0
         self._closing = False
-        #: Set when the transport is gone; its result is the error, if any.
-        self.lost: asyncio.Future[BaseException | None] = self._loop.create_future()
-        #: Set when the peer's Close arrived (read or not), or the transport ended.
-        self.peer_closed: asyncio.Future[None] = self._loop.create_future()
+        # The futures behind `lost` and `peer_closed`, made when first asked
+        # for: most connections never need them, and idle ones are smaller
+        # and cheaper for the garbage collector to walk without them.
+        self._lost: asyncio.Future[BaseException | None] | None = None
+        self._ended = False
+        self._lost_exc: BaseException | None = None
+        self._peer_closed: asyncio.Future[None] | None = None
+        self._peer_done = False
         #: Called with each Pong's payload as it arrives (keepalive).
         self.on_pong: Any = None
         #: Called when the connection is made.
@@ -158,6 +165,32 @@ class Bridge(asyncio.BufferedProtocol):
         self.on_ready: Any = None
         #: ``loop.time()`` when the transport connected: handshake deadlines count from it.
         self.connected_at = 0.0
+
+    @property
+    def lost(self) -> asyncio.Future[BaseException | None]:
+        """Set when the transport is gone; its result is the error, if any."""
+        future = self._lost
+        if future is None:
+            future = self._lost = self._loop.create_future()
+            if self._ended:
+                future.set_result(self._lost_exc)
+        return future
+
+    @property
+    def peer_closed(self) -> asyncio.Future[None]:
+        """Set when the peer's Close arrived (read or not), or the transport ended."""
+        future = self._peer_closed
+        if future is None:
+            future = self._peer_closed = self._loop.create_future()
+            if self._peer_done:
+                future.set_result(None)
+        return future
+
+    def _set_peer_closed(self) -> None:
+        self._peer_done = True
+        future = self._peer_closed
+        if future is not None and not future.done():
+            future.set_result(None)
 
     # -- asyncio.BufferedProtocol ------------------------------------------------
 
@@ -191,10 +224,11 @@ class Bridge(asyncio.BufferedProtocol):
             # Ended without a clean close: the core reports it as 1006.
             self.core.receive_eof()
             self.process(flush=False)
-        if not self.lost.done():
-            self.lost.set_result(exc)
-        if not self.peer_closed.done():
-            self.peer_closed.set_result(None)
+        self._ended = True
+        self._lost_exc = exc
+        if self._lost is not None and not self._lost.done():
+            self._lost.set_result(exc)
+        self._set_peer_closed()
         self._wake()
         self._release_drain_waiters()
 
@@ -209,8 +243,8 @@ class Bridge(asyncio.BufferedProtocol):
         self._release_drain_waiters()
 
     def _release_drain_waiters(self) -> None:
-        waiters, self._drain_waiters = self._drain_waiters, []
-        for waiter in waiters:
+        waiters, self._drain_waiters = self._drain_waiters, None
+        for waiter in waiters or ():
             if not waiter.done():
                 waiter.set_result(None)
 
@@ -243,8 +277,8 @@ class Bridge(asyncio.BufferedProtocol):
     def _settle(self, *, flush: bool = True) -> None:
         """After parsing: answer, close if the core says so, pace the reading, wake the reader."""
         core = self.core
-        if core.close_received is not None and not self.peer_closed.done():
-            self.peer_closed.set_result(None)
+        if core.close_received is not None and not self._peer_done:
+            self._set_peer_closed()
         if flush:
             sent = self.flush()
             if self._writing_paused:
@@ -346,6 +380,8 @@ class Bridge(asyncio.BufferedProtocol):
             return
         self.check_writable()
         waiter = self._loop.create_future()
+        if self._drain_waiters is None:
+            self._drain_waiters = []
         self._drain_waiters.append(waiter)
         if deadline is None:
             await waiter

@@ -57,6 +57,11 @@ class Server:
         self._tasks: set[asyncio.Task[None]] = set()
         # Connections whose request has not arrived, with their handshake timers.
         self._pending: dict[Bridge, asyncio.TimerHandle] = {}
+        # Bound once, not per connection: each would be one more object for
+        # every connection, kept as long as it is open.
+        self._on_connect = self._connected
+        self._on_ready = self._ready
+        self._forget_task = self._tasks.discard
         self._conns: set[Conn] = set()
         self._stopping = False
         self._stopped = asyncio.Event()
@@ -74,7 +79,7 @@ class Server:
     def protocol_factory(self) -> Bridge:
         """A protocol for one new connection (for ``loop.create_server``)."""
         bridge = self.upgrader.new_bridge()
-        bridge.on_connect = self._connected
+        bridge.on_connect = self._on_connect
         return bridge
 
     def attach(self, server: asyncio.Server) -> None:
@@ -91,7 +96,7 @@ class Server:
             return
         loop = asyncio.get_running_loop()
         self._pending[bridge] = loop.call_later(timeout, self._timed_out, bridge)
-        bridge.on_ready = self._ready
+        bridge.on_ready = self._on_ready
 
     def _ready(self, bridge: Bridge) -> None:
         timer = self._pending.pop(bridge, None)
@@ -99,7 +104,7 @@ class Server:
             timer.cancel()
         task = asyncio.get_running_loop().create_task(self._run(bridge))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._forget_task)
 
     def _timed_out(self, bridge: Bridge) -> None:
         del self._pending[bridge]
