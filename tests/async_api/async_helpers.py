@@ -174,6 +174,17 @@ class RawPeer:
         self.buffer = buffer
         #: For a raw server: the request line and headers of the handshake.
         self.request: tuple[str, Headers] | None = None
+        self._stop_reading()
+
+    def _stop_reading(self) -> None:
+        # A raw peer reads only when asked: the flow-control tests need a
+        # peer that does not read. anyio pauses its asyncio transport after
+        # each receive(), but on uvloop (anyio 4, uvloop 0.23) that pause does
+        # not take and the stream goes on reading into memory; pausing again
+        # afterwards does.
+        transport = getattr(self.stream, "_transport", None)
+        if transport is not None and transport.is_reading():
+            transport.pause_reading()
 
     async def send(
         self,
@@ -194,6 +205,7 @@ class RawPeer:
             data = await self.stream.receive(65536)
         except (anyio.EndOfStream, anyio.BrokenResourceError) as exc:
             raise EOFError("the peer closed the connection") from exc
+        self._stop_reading()
         self.buffer += data
 
     async def frame(self) -> Frame:

@@ -3,7 +3,9 @@
 Each test gets ``anyio_backend`` (the event loop anyio's pytest plugin runs
 it on) and ``ws``, the adapter module for that loop, and uses only the
 adapter's public API plus anyio. To run the suite against another adapter,
-add its ``(backend, module)`` pair to ``ADAPTERS``.
+add its ``(id, backend, module)`` triple to ``ADAPTERS``. ``wsproto_asyncio``
+runs twice: on asyncio's own loop and on uvloop's (when installed), the one
+people pick for speed.
 
 Every async test runs inside ``anyio.fail_after(TEST_TIMEOUT)``, so a
 broken adapter fails a test instead of hanging the run.
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 import inspect
 import ssl
 from collections.abc import Callable, Iterator
@@ -23,29 +26,31 @@ from typing import Any
 import anyio
 import pytest
 
-ADAPTERS = [
-    ("asyncio", "wsproto_asyncio"),
-    ("trio", "wsproto_trio"),
+ADAPTERS: list[tuple[str, Any, str]] = [
+    ("asyncio", "asyncio", "wsproto_asyncio"),
+    ("trio", "trio", "wsproto_trio"),
 ]
+if importlib.util.find_spec("uvloop") is not None:
+    ADAPTERS.insert(1, ("uvloop", ("asyncio", {"use_uvloop": True}), "wsproto_asyncio"))
 
 TEST_TIMEOUT = 10.0  # seconds any one async test (or hypothesis example) may take
 
 
-@pytest.fixture(params=ADAPTERS, ids=[backend for backend, _ in ADAPTERS])
-def _adapter(request: pytest.FixtureRequest) -> tuple[str, str]:
+@pytest.fixture(params=ADAPTERS, ids=[name for name, _, _ in ADAPTERS])
+def _adapter(request: pytest.FixtureRequest) -> tuple[str, Any, str]:
     return request.param  # type: ignore[no-any-return]
 
 
 @pytest.fixture
-def anyio_backend(_adapter: tuple[str, str]) -> str:
+def anyio_backend(_adapter: tuple[str, Any, str]) -> Any:
     """The event loop of this run (overrides anyio's: only loops with an adapter)."""
-    return _adapter[0]
+    return _adapter[1]
 
 
 @pytest.fixture
-def ws(_adapter: tuple[str, str]) -> ModuleType:
+def ws(_adapter: tuple[str, Any, str]) -> ModuleType:
     """The adapter module under test: ``ws.serve``, ``ws.Dialer``, ``ws.Conn``..."""
-    return importlib.import_module(_adapter[1])
+    return importlib.import_module(_adapter[2])
 
 
 def _bounded(test: Callable[..., Any]) -> Callable[..., Any]:

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any
+from typing import Any, cast
 
 from wsproto_core import (
     DEFAULT_READ_BUFFER_SIZE,
@@ -195,8 +195,9 @@ class Bridge(asyncio.BufferedProtocol):
     # -- asyncio.BufferedProtocol ------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # Not an isinstance() check: uvloop's transports don't derive from
+        # asyncio.Transport, they only behave like one.
+        self.transport = cast(asyncio.Transport, transport)
         self.connected_at = self._loop.time()
         if isinstance(self.core, ServerConnection):
             # Before any byte of the request: the requests the core reports

@@ -12,7 +12,7 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from wsproto_core import (
     Acceptance,
@@ -233,5 +233,7 @@ def _take_over(streams: Streams, bridge: Bridge) -> None:
     if pending:
         bridge.core.receive_data(pending)
         bridge.process()
-    if isinstance(transport, asyncio.ReadTransport) and not transport.is_reading():
-        transport.resume_reading()  # the stream paused it when its buffer was full
+    # Duck-typed: uvloop's transports don't derive from asyncio's classes.
+    readable = cast(asyncio.ReadTransport, transport)
+    if not readable.is_reading():
+        readable.resume_reading()  # the stream paused it when its buffer was full
