@@ -71,6 +71,14 @@ def test_trio_and_node_clients() -> None:
         assert re.search(r"^  node_ws +skipped ", result.stdout, re.M), result.stdout
 
 
+def test_uvloop_runs_the_asyncio_implementations() -> None:
+    pytest.importorskip("uvloop")
+    result = run("--loop", "uvloop", "--impls", "wsproto_asyncio", "aiohttp", "--workloads", "W2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"; asyncio event loop: uvloop [\d.]+$", result.stdout.splitlines()[0])
+    assert re.search(r"^  wsproto_asyncio +[\d,.]+ ", result.stdout, re.M), result.stdout
+
+
 def test_ratios_follow_the_direction_of_each_metric() -> None:
     workload = bench.WORKLOADS["W5"]
     impls = [bench.IMPLS[key] for key in ("wsproto_asyncio", "websockets", "aiohttp")]

@@ -38,6 +38,8 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib.metadata
+import importlib.util
 import json
 import os
 import platform
@@ -51,6 +53,7 @@ from typing import Any, TextIO, TypeVar
 import wsproto_core.mask
 
 from .bench_base import (
+    LOOP_VARIABLE,
     AsyncClient,
     AsyncEchoClient,
     BenchError,
@@ -68,6 +71,7 @@ from .bench_base import (
     UsageError,
     Workload,
     async_session,
+    event_loop_name,
     sync_session,
     trio_session,
 )
@@ -200,7 +204,18 @@ def _environment() -> dict[str, Any]:
         "load": None if load is None else [round(value, 2) for value in load],
         # Our figures depend on it: see wsproto_core.mask.
         "masking": "compiled" if wsproto_core.mask.COMPILED else "pure Python",
+        "event_loop": _loop_description(),
     }
+
+
+def _loop_description() -> str:
+    name = event_loop_name()
+    if name == "uvloop":
+        try:
+            return f"uvloop {importlib.metadata.version('uvloop')}"
+        except importlib.metadata.PackageNotFoundError:
+            return "uvloop (not installed)"
+    return name
 
 
 def format_report(
@@ -224,7 +239,8 @@ def format_report(
         f"loopback; median of {settings.repeat} x {settings.duration:g} s"
         + (f"; {settings.connections:,} connections in W5 and broadcast" if many else "")
         + (f"; load {' '.join(map(str, env['load']))} at the end" if env["load"] else "")
-        + f"; wsproto_core masking: {env['masking']}",
+        + f"; wsproto_core masking: {env['masking']}"
+        + f"; asyncio event loop: {env['event_loop']}",
         "versions: "
         + ", ".join(dict.fromkeys(f"{impl.package} {impl.version()}" for impl in present)),
         "ratios: >1 is better than the reference; 'best peer' is the best library not ours",
@@ -476,6 +492,12 @@ def run_bench(args: argparse.Namespace, out: TextIO | None = None) -> int:
         return _serve_main(args.serve, args.serve_options)
     if args.node_modules is not None:
         os.environ[NODE_MODULES_VARIABLE] = os.path.abspath(args.node_modules)
+    if args.loop is not None:
+        os.environ[LOOP_VARIABLE] = args.loop  # the server processes inherit it
+    if event_loop_name() not in ("asyncio", "uvloop"):
+        raise UsageError(f"unknown event loop {event_loop_name()!r}: asyncio or uvloop")
+    if event_loop_name() == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        raise UsageError("--loop uvloop needs uvloop: pip install uvloop (or make bench)")
     if args.list:
         for workload in WORKLOADS.values():
             out.write(f"{workload.key:<16} {workload.title}\n")
@@ -598,6 +620,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a node_modules directory holding Node's ws, for the node_ws peer "
         f"(default: ${NODE_MODULES_VARIABLE}, else a checkout's tests/interop/node, "
         "else ./node_modules)",
+    )
+    parser.add_argument(
+        "--loop",
+        choices=["asyncio", "uvloop"],
+        help="the event loop of the asyncio implementations, clients and servers "
+        f"(default: ${LOOP_VARIABLE}, else asyncio)",
     )
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
     parser.add_argument(

@@ -56,7 +56,10 @@ __all__ = [
     "TrioEchoClient",
     "UsageError",
     "Workload",
+    "LOOP_VARIABLE",
     "async_session",
+    "event_loop_name",
+    "run_asyncio",
     "sync_session",
     "trio_session",
 ]
@@ -69,6 +72,40 @@ MIB = 1024 * 1024
 SERVER_START_TIMEOUT = 20.0  # seconds for a server process to print READY
 SERVER_STOP_TIMEOUT = 5.0  # seconds for it to exit once its stdin is closed
 CLOSE_TIMEOUT = 2.0  # seconds a client's closing handshake may take
+
+
+#: The asyncio event loop every asyncio implementation runs on, client and
+#: server: ``asyncio`` (the default) or ``uvloop`` (``--loop``). An environment
+#: variable, so the server processes inherit it.
+LOOP_VARIABLE = "WSPROTO_BENCH_LOOP"
+
+
+def event_loop_name() -> str:
+    """The asyncio event loop of this run: ``asyncio`` or ``uvloop``."""
+    return os.environ.get(LOOP_VARIABLE) or "asyncio"
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    if event_loop_name() != "uvloop":
+        return None
+    import uvloop
+
+    return uvloop.new_event_loop
+
+
+def new_runner() -> asyncio.Runner:
+    """An asyncio runner on the event loop of this run."""
+    return asyncio.Runner(loop_factory=_loop_factory())
+
+
+def run_asyncio(operation: Awaitable[T]) -> T:
+    """``asyncio.run()``, on the event loop of this run."""
+
+    async def main() -> T:
+        return await operation
+
+    with new_runner() as runner:
+        return runner.run(main())
 
 
 class BenchError(Exception):
@@ -378,7 +415,7 @@ class _AsyncSession(Session):
 
     def __init__(self, connect: Callable[[], Awaitable[AsyncClient]], deadline: float) -> None:
         self._deadline = deadline
-        self._runner = asyncio.Runner()
+        self._runner = new_runner()
         try:
             self._client = self._run(connect(), deadline)
         except BaseException:

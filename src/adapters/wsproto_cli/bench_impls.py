@@ -53,6 +53,7 @@ from .bench_base import (
     SyncEchoClient,
     TrioEchoClient,
     async_session,
+    run_asyncio,
     stdin_closed,
     stdin_closed_async,
     sync_session,
@@ -113,7 +114,7 @@ def _serve_wsproto_asyncio(options: Options, ready: Ready) -> None:
         await stdin_closed_async()
         await server.shutdown(1.0)
 
-    asyncio.run(main())
+    run_asyncio(main())
 
 
 def _serve_wsproto_asyncio_broadcast(options: Options, ready: Ready) -> None:
@@ -147,7 +148,7 @@ def _serve_wsproto_asyncio_broadcast(options: Options, ready: Ready) -> None:
         ready(server.address[1])
         await stdin_closed_async()
 
-    asyncio.run(main())
+    run_asyncio(main())
 
 
 class _WsprotoAsyncioClient(AsyncEchoClient):
@@ -413,7 +414,7 @@ def _serve_websockets(options: Options, ready: Ready) -> None:
             ready(server.sockets[0].getsockname()[1])
             await stdin_closed_async()
 
-    asyncio.run(main())
+    run_asyncio(main())
 
 
 def _serve_websockets_broadcast(options: Options, ready: Ready) -> None:
@@ -446,7 +447,7 @@ def _serve_websockets_broadcast(options: Options, ready: Ready) -> None:
             ready(server.sockets[0].getsockname()[1])
             await stdin_closed_async()
 
-    asyncio.run(main())
+    run_asyncio(main())
 
 
 class _WebsocketsClient(AsyncEchoClient):
@@ -705,7 +706,7 @@ def _serve_aiohttp(options: Options, ready: Ready) -> None:
         await stdin_closed_async()
         await runner.cleanup()
 
-    asyncio.run(main())
+    run_asyncio(main())
 
 
 class _AiohttpClient(AsyncEchoClient):
@@ -854,7 +855,7 @@ def _serve_picows(options: Options, ready: Ready) -> None:
         await stdin_closed_async()
         server.close()
 
-    asyncio.run(main())
+    run_asyncio(main())
 
 
 class _PicowsClient(AsyncClient):

@@ -50,6 +50,7 @@ from .bench_base import (
     Session,
     Settings,
     Workload,
+    run_asyncio,
 )
 from .bench_impls import BROADCAST
 
@@ -415,7 +416,7 @@ def _run_until(deadline: float, operation: Coroutine[Any, Any, T]) -> T:
         async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
             return await operation
 
-    return asyncio.run(bounded())
+    return run_asyncio(bounded())
 
 
 def _rss(pid: int) -> int:
