@@ -1,12 +1,14 @@
-/* Compiled masking of frame payloads (RFC 6455 §5.3), for wsproto_core.mask.
+/* Compiled masking of frame payloads (RFC 6455 §5.3), for wsproto_core.mask,
+ * and the frame header parser's fast path, for wsproto_core.frames.
  *
  * Invariants:
  *
  * - Every function here means exactly what its pure-Python twin in mask.py
- *   means, byte for byte and error for error; tests/core/test_mask.py checks
- *   the two against each other. mask.py is the definition, this file is the
- *   fast path, and it must stay optional: a build without a compiler uses
- *   the pure functions.
+ *   (frames.py for read_header) means, byte for byte and error for error;
+ *   tests/core/test_mask.py and test_frames.py check each pair against each
+ *   other. The Python modules are the definition, this file is the fast
+ *   path, and it must stay optional: a build without a compiler uses the
+ *   pure functions. read_header leaves raising to its twin (see there).
  * - The GIL is released only while writing a bytes object that no other
  *   code has seen yet, from buffers borrowed through the buffer protocol,
  *   which keeps them alive and unresized until they are released.
@@ -307,7 +309,111 @@ done:
     return result;
 }
 
+/* read_header(buf, pos): frames.read_header's fast path.
+ *
+ * Returns what the pure function returns for a complete, valid header, and
+ * None where it returns None (incomplete). Where the pure function raises
+ * (a reserved opcode, a control frame too long or fragmented, a length with
+ * its most significant bit set), this returns NotImplemented: the caller
+ * then calls the pure function, which raises the RFC's error, so the rules
+ * and their messages live in one place. Checks run in the pure function's
+ * order, so the two agree on every input (tests/core/test_frames.py). */
+PyDoc_STRVAR(read_header_doc,
+             "read_header(buf, pos)\n--\n\n"
+             "frames.read_header's fast path: NotImplemented where it would raise.");
+
+static PyObject *
+read_header(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer view;
+    Py_ssize_t pos, available, size = 2;
+    const unsigned char *p;
+    unsigned long long length;
+    unsigned int first, second, opcode;
+    PyObject *key, *result;
+
+    (void)module;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "read_header() takes buf and pos");
+        return NULL;
+    }
+    pos = PyLong_AsSsize_t(args[1]);
+    if (pos == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    if (pos < 0) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "read_header() needs a position >= 0");
+        return NULL;
+    }
+    p = (const unsigned char *)view.buf + pos;
+    available = view.len - pos;
+    if (available < 2) { /* also past the end, as the pure function */
+        goto incomplete;
+    }
+    first = p[0];
+    second = p[1];
+    length = second & 0x7Fu;
+    if (length == 126) {
+        if (available < 4) {
+            goto incomplete;
+        }
+        length = ((unsigned long long)p[2] << 8) | p[3];
+        size = 4;
+    }
+    else if (length == 127) {
+        if (available < 10) {
+            goto incomplete;
+        }
+        length = 0;
+        for (int i = 2; i < 10; i++) {
+            length = (length << 8) | p[i];
+        }
+        size = 10;
+        if (length >> 63) {
+            goto invalid; /* "the most significant bit MUST be 0" -- RFC 6455 §5.2 */
+        }
+    }
+    if (second & 0x80u) {
+        if (available < size + 4) {
+            goto incomplete;
+        }
+        key = PyBytes_FromStringAndSize((const char *)p + size, 4);
+        if (key == NULL) {
+            PyBuffer_Release(&view);
+            return NULL;
+        }
+        size += 4;
+    }
+    else {
+        key = Py_None;
+        Py_INCREF(key);
+    }
+    opcode = first & 0x0Fu;
+    /* Continuation, text, binary, close, ping, pong: the rest are reserved. */
+    if (!(opcode <= 2 || (opcode >= 8 && opcode <= 10)) ||
+        (opcode >= 8 && (length > 125 || !(first & 0x80u)))) {
+        Py_DECREF(key);
+        goto invalid;
+    }
+    PyBuffer_Release(&view);
+    result = Py_BuildValue("(OiiKNn)", (first & 0x80u) ? Py_True : Py_False,
+                           (int)(first & 0x70u), (int)opcode, length, key, size);
+    return result;
+
+incomplete:
+    PyBuffer_Release(&view);
+    Py_RETURN_NONE;
+invalid:
+    PyBuffer_Release(&view);
+    Py_RETURN_NOTIMPLEMENTED;
+}
+
 static PyMethodDef speedups_methods[] = {
+    {"read_header", (PyCFunction)(void (*)(void))read_header, METH_FASTCALL, read_header_doc},
     {"apply_mask", (PyCFunction)(void (*)(void))apply_mask, METH_FASTCALL | METH_KEYWORDS,
      apply_mask_doc},
     {"mask_frame", (PyCFunction)(void (*)(void))mask_frame, METH_FASTCALL | METH_KEYWORDS,
@@ -330,7 +436,7 @@ static PyModuleDef_Slot speedups_slots[] = {
 static struct PyModuleDef speedups_module = {
     PyModuleDef_HEAD_INIT,
     "wsproto_core._speedups",
-    "Compiled twins of wsproto_core.mask's functions (RFC 6455 §5.3).",
+    "Compiled twins of wsproto_core.mask's functions (RFC 6455 §5.3), and of frames.read_header.",
     0,
     speedups_methods,
     speedups_slots,

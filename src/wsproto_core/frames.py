@@ -13,11 +13,13 @@ the header is incomplete; serializing builds one ``bytes`` per frame.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from .constants import CloseCode, Opcode, is_valid_close_code
 from .errors import LocalProtocolError, RemoteProtocolError
-from .mask import apply_mask, mask_frame
+from .mask import apply_mask, compiled_module, mask_frame
 
 __all__ = [
     "RSV1",
@@ -118,6 +120,16 @@ def read_header(
         if not fin:
             raise RemoteProtocolError(CloseCode.PROTOCOL_ERROR, "fragmented control frame")
     return fin, first & _RSV, opcode, length, mask_key, size
+
+
+read_header_fast: Callable[[bytes | bytearray, int], Any] = (
+    getattr(compiled_module, "read_header", None) or read_header
+)
+""":func:`read_header` for the receive loop: the compiled twin when built.
+
+It returns what :func:`read_header` returns, except that where that raises
+it returns ``NotImplemented``: the caller then calls :func:`read_header` on
+the same input to raise the RFC's error. So the rules stay in one place."""
 
 
 def parse_header(buf: bytes | bytearray | memoryview, pos: int = 0) -> FrameHeader | None:

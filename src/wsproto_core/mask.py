@@ -36,6 +36,7 @@ about twice the payload in memory instead of four times.
 from __future__ import annotations
 
 import os
+from types import ModuleType
 
 __all__ = [
     "COMPILED",
@@ -158,6 +159,9 @@ if os.environ.get(PURE_PYTHON_ENV) != "1":
         pass
     else:
         COMPILED = True
+
+compiled_module: ModuleType | None = _speedups if COMPILED else None
+"""``wsproto_core._speedups`` when :data:`COMPILED`, else ``None`` (for frames.py)."""
 
 apply_mask = _speedups.apply_mask if COMPILED else pure_apply_mask
 """Mask or unmask a payload (RFC 6455 §5.3): ``apply_mask(data, key, offset=0) -> bytes``.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from wsproto_core import CloseCode, LocalProtocolError, Opcode, RemoteProtocolError
 from wsproto_core.constants import is_valid_close_code
@@ -14,9 +16,11 @@ from wsproto_core.frames import (
     parse_close_payload,
     parse_frame,
     parse_header,
+    read_header,
+    read_header_fast,
     serialize_frame,
 )
-from wsproto_core.mask import apply_mask
+from wsproto_core.mask import COMPILED, apply_mask
 
 KEY = bytes([0x37, 0xFA, 0x21, 0x3D])
 
@@ -192,3 +196,59 @@ class TestCloseCodes:
         assert len(format_close_message(1000, "é" * 61 + "a")) == 125
         with pytest.raises(LocalProtocolError, match="123 bytes"):
             format_close_message(1000, "é" * 62)
+
+
+# -- the compiled header parser ------------------------------------------------------------
+
+
+def _pure_outcome(buf: bytes | bytearray, pos: int) -> object:
+    try:
+        return read_header(buf, pos)
+    except RemoteProtocolError as exc:
+        return ("raises", exc.code, exc.reason)
+
+
+def _fast_outcome(buf: bytes | bytearray, pos: int) -> object:
+    if not COMPILED:  # read_header itself
+        return _pure_outcome(buf, pos)
+    header = read_header_fast(buf, pos)
+    if header is NotImplemented:
+        # Where read_header raises, the fast path hands over to it.
+        outcome = _pure_outcome(buf, pos)
+        assert isinstance(outcome, tuple), outcome
+        assert outcome[0] == "raises", outcome
+        return outcome
+    return header
+
+
+# Headers near every boundary: 7-, 16- and 64-bit lengths, masked or not,
+# every opcode, FIN and RSV bits, cut anywhere.
+_heads = st.builds(
+    lambda first, second, extra: bytes([first, second]) + extra,
+    st.integers(0, 255),
+    st.integers(0, 255),
+    st.binary(max_size=14),
+)
+
+
+@settings(max_examples=2000)
+@given(head=_heads, lead=st.binary(max_size=3), as_bytearray=st.booleans())
+def test_the_fast_header_parser_agrees_with_read_header(
+    head: bytes, lead: bytes, as_bytearray: bool
+) -> None:
+    data = lead + head
+    buf: bytes | bytearray = bytearray(data) if as_bytearray else data
+    for end in range(len(data) + 1):
+        piece = buf[:end]
+        assert _fast_outcome(piece, len(lead)) == _pure_outcome(piece, len(lead))
+
+
+def test_the_receive_loop_uses_the_compiled_parser_when_built() -> None:
+    if COMPILED:
+        from wsproto_core import _speedups
+
+        assert read_header_fast is _speedups.read_header
+        with pytest.raises(ValueError, match="position >= 0"):
+            read_header_fast(b"\x81\x00", -1)
+    else:
+        assert read_header_fast is read_header

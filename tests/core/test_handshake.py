@@ -1743,6 +1743,15 @@ def test_remote_addr_is_none_unless_given_and_may_be_set_before_the_request() ->
     assert event.remote_addr == "/run/ws.sock"
 
 
+def test_remote_addr_outlives_the_handshake() -> None:
+    # The connection drops its handshake state once open; the address stays.
+    server, _ = server_request(ws_request(), "whole", remote_addr=PEER)
+    server.accept()
+    assert server.remote_addr == PEER
+    server.remote_addr = ("198.51.100.1", 443)  # a proxy's PROXY header, read later
+    assert server.remote_addr == ("198.51.100.1", 443)
+
+
 def test_the_error_hook_sees_who_was_refused() -> None:
     render = PageRecorder()
     server_error(
