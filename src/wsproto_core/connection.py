@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import enum
 import os
+import struct
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -60,6 +61,7 @@ from .extensions.base import (
     ServerExtensionFactory,
 )
 from .frames import (
+    FIN,
     RSV1,
     RSV3,
     format_close_message,
@@ -102,6 +104,7 @@ _TEXT_RUN = 256  # the small pieces of a text message are joined this many at a 
 Data = bytes | bytearray | memoryview
 
 
+_pack_short = struct.Struct("!BB").pack  # a header with a 7-bit length (RFC 6455 §5.2)
 _new = object.__new__
 # The slot's descriptor: sets the field of a frozen event that nobody has seen yet.
 _set_message_data: Callable[[Message, str | bytes], None] = vars(Message)["data"].__set__
@@ -731,8 +734,9 @@ class Connection:
         out = self._out
         if not out:
             return b""
-        self._out = []
-        return out[0] if len(out) == 1 else b"".join(out)
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        return data
 
     def _mask_key(self) -> bytes:
         pos = self._mask_pos
@@ -750,7 +754,13 @@ class Connection:
             # large frame costs more in page faults than the masking itself.
             self._out.append(mask_frame(header, payload, key))
         else:
-            self._out.append(serialize_header(opcode, len(payload), fin=fin, rsv=rsv))
+            size = len(payload)
+            if size < 126:
+                # One object: the copy of a short payload costs less than a
+                # second object to queue and join.
+                self._out.append(_pack_short(opcode | rsv | (FIN if fin else 0), size) + payload)
+                return
+            self._out.append(serialize_header(opcode, size, fin=fin, rsv=rsv))
             self._out.append(bytes(payload) if not isinstance(payload, bytes) else payload)
 
     def _queue_close(self, payload: bytes) -> None:
@@ -801,6 +811,14 @@ class Connection:
             raise LocalProtocolError(f"unknown message type {message_type!r}")
 
     def _send_data(self, opcode: Opcode, data: Data, fin: bool) -> None:
+        if fin and self._state is State.OPEN and self._sending is None and not self.extensions:
+            # The common case in one step: a whole message, nothing to encode;
+            # and a server's short one in one object (see _queue).
+            if not self._client and len(data) < 126:
+                self._out.append(_pack_short(opcode | FIN, len(data)) + data)
+            else:
+                self._queue(opcode, data)
+            return
         state = transition(SEND_TRANSITIONS, self._state, Message)
         sending = self._sending
         if sending is None:
