@@ -79,6 +79,15 @@ def test_uvloop_runs_the_asyncio_implementations() -> None:
     assert re.search(r"^  wsproto_asyncio +[\d,.]+ ", result.stdout, re.M), result.stdout
 
 
+def test_raw_tcp_is_the_limit_not_a_peer() -> None:
+    result = run("--impls", "raw_tcp", "websockets_sync", "--workloads", "W4", "W5")
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert re.search(r"^  raw_tcp +[\d,.]+ ", out, re.M), out
+    assert "vs best peer (websockets_sync)" in out  # never raw_tcp, however fast
+    assert re.search(r"^  n/a \(not WebSocket\): raw_tcp$", out, re.M), out
+
+
 def test_ratios_follow_the_direction_of_each_metric() -> None:
     workload = bench.WORKLOADS["W5"]
     impls = [bench.IMPLS[key] for key in ("wsproto_asyncio", "websockets", "aiohttp")]

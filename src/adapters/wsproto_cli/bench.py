@@ -182,7 +182,9 @@ def _best_peer(metric: Metric, row: dict[str, Result]) -> str | None:
     figures = {
         key: figure
         for key, result in row.items()
-        if not IMPLS[key].ours and (figure := result.figure(metric.key)) is not None
+        if not IMPLS[key].ours
+        and IMPLS[key].websocket  # raw TCP is the limit, not a peer
+        and (figure := result.figure(metric.key)) is not None
     }
     if not figures:
         return None

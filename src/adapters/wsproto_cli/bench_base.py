@@ -650,6 +650,8 @@ class Impl:
         serve_broadcast: runs the broadcast server (see
             :mod:`wsproto_cli.bench_impls`), as :attr:`serve` does the echo.
         requires: why it can't run here besides a missing module (``None``: it can).
+        websocket: it speaks WebSocket; raw TCP doesn't, and is shown as the
+            limit of W2 to W4, not as a peer.
         version_of: its version, if not the installed distribution's.
     """
 
@@ -666,6 +668,7 @@ class Impl:
     serve_broadcast: Callable[[Options, Ready], None] | None = None
     requires: Callable[[], str | None] | None = None
     version_of: Callable[[], str] | None = None
+    websocket: bool = True
 
     @property
     def has_server(self) -> bool:
@@ -764,6 +767,8 @@ class Workload:
         """Why ``impl`` has nothing to measure here (``n/a``), or ``None`` if it has."""
         if self.needs == NEEDS_SANSIO:
             return None if impl.sansio is not None else "measures sans-I/O layers"
+        if not impl.websocket and self.needs != NEEDS_CLIENT:
+            return "not WebSocket"
         if self.needs == NEEDS_BROADCAST:
             return None if impl.serve_broadcast is not None else "no prepared message or broadcast"
         if not impl.has_server or (self.needs == NEEDS_CLIENT and impl.connect is None):

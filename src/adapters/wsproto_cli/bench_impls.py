@@ -24,9 +24,11 @@ import base64
 import functools
 import json
 import os
+import platform
 import queue
 import shutil
 import socket
+import struct
 import subprocess
 import tempfile
 import threading
@@ -1133,6 +1135,120 @@ class _NodeSession(Session):
         self._log.close()
 
 
+# -- raw TCP: the limit ----------------------------------------------------------------
+# Not WebSocket: messages behind a 5-byte prefix (a type byte, a 32-bit length),
+# echoed by a thread per connection over blocking sockets. What Python's sockets
+# do with no protocol at all: the ceiling of the blocking adapters.
+
+_RAW_PREFIX = struct.Struct("!BI")
+_RAW_TEXT, _RAW_BINARY = 1, 2
+_RAW_READ = 65536
+
+
+class _RawStream:
+    """Prefixed messages over a blocking socket."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = sock
+        self._buffer = bytearray()
+
+    def read(self) -> tuple[int, bytes | bytearray]:
+        buffer = self._buffer
+        while True:
+            if len(buffer) >= _RAW_PREFIX.size:
+                kind, size = _RAW_PREFIX.unpack_from(buffer)
+                end = _RAW_PREFIX.size + size
+                if len(buffer) >= end:
+                    data = bytes(buffer[_RAW_PREFIX.size : end])
+                    del buffer[:end]
+                    return kind, data
+                if size >= _RAW_READ:
+                    return kind, self._read_large(size)
+            chunk = self.sock.recv(_RAW_READ)
+            if not chunk:
+                raise EOFError("the peer closed the connection")
+            buffer += chunk
+
+    def _read_large(self, size: int) -> bytearray:
+        # Straight into a buffer of the message's size, no copy to join.
+        data = bytearray(size)
+        have = len(self._buffer) - _RAW_PREFIX.size
+        data[:have] = memoryview(self._buffer)[_RAW_PREFIX.size :]
+        self._buffer.clear()
+        with memoryview(data) as view:
+            while have < size:
+                received = self.sock.recv_into(view[have:])
+                if not received:
+                    raise EOFError("the peer closed the connection")
+                have += received
+        return data
+
+    def write(self, kind: int, data: bytes | bytearray) -> None:
+        prefix = _RAW_PREFIX.pack(kind, len(data))
+        if len(data) < _RAW_READ:
+            self.sock.sendall(prefix + data)  # one send for a small message
+        else:
+            self.sock.sendall(prefix)  # no copy of a large one
+            self.sock.sendall(data)
+
+
+def _serve_raw_tcp(options: Options, ready: Ready) -> None:
+    def echo(sock: socket.socket) -> None:
+        stream = _RawStream(sock)
+        with sock, suppress(EOFError, OSError):
+            while True:
+                stream.write(*stream.read())
+
+    listener = socket.create_server((HOST, 0))
+
+    def accept() -> None:
+        with suppress(OSError):
+            while True:
+                sock, _ = listener.accept()
+                threading.Thread(target=echo, args=(sock,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    ready(listener.getsockname()[1])
+    stdin_closed()
+    listener.close()
+
+
+class _RawTcpClient(SyncEchoClient):
+    def __init__(self, sock: socket.socket) -> None:
+        self._stream = _RawStream(sock)
+        self.recv = self._stream.read
+
+    def sender(self, message: Payload) -> Callable[[Payload], object]:
+        write = self._stream.write
+        if isinstance(message, str):
+            return lambda text: write(_RAW_TEXT, text.encode())  # type: ignore[union-attr]
+        return functools.partial(write, _RAW_BINARY)
+
+    def payload(self, received: object) -> Payload:
+        assert isinstance(received, tuple)
+        kind, data = received
+        return data.decode() if kind == _RAW_TEXT else bytes(data)
+
+    def compressed(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self._stream.sock.close()
+
+    def abort(self) -> None:
+        with suppress(OSError):  # shutdown() wakes the threads blocked on the socket
+            self._stream.sock.shutdown(socket.SHUT_RDWR)
+        self._stream.sock.close()
+
+
+def _connect_raw_tcp(url: str, options: Options, timeout: float) -> SyncClient:
+    port = int(url.rsplit(":", 1)[1].split("/", 1)[0])
+    sock = socket.create_connection((HOST, port), timeout=timeout)
+    sock.settimeout(None)
+    return _RawTcpClient(sock)
+
+
 # -- sans-I/O layers (W1) --------------------------------------------------------------
 
 
@@ -1370,6 +1486,19 @@ IMPLS: dict[str, Impl] = {
             trio_session(_open_trio_websocket),
             compression=False,
             note="on the wsproto package",
+        ),
+        Impl(
+            "raw_tcp",
+            "Python sockets",
+            (),
+            False,
+            _serve_raw_tcp,
+            sync_session(_connect_raw_tcp),
+            compression=False,
+            websocket=False,
+            note="not WebSocket: prefixed messages over blocking sockets, a thread per "
+            "connection; the ceiling, not a peer",
+            version_of=platform.python_version,
         ),
         Impl(
             "wsproto",
