@@ -181,19 +181,9 @@ def _lower_tokens(values: Sequence[str]) -> list[str]:
     return [token.lower() for token in parse_token_list(values)]
 
 
-# The request fields the server's handshake reads (RFC 6455 §4.2.1).
-_REQUEST_FIELDS = frozenset(
-    {
-        "host",
-        "origin",
-        "upgrade",
-        "connection",
-        "sec-websocket-key",
-        "sec-websocket-version",
-        "sec-websocket-protocol",
-        "sec-websocket-extensions",
-    }
-)
+# The request fields the server's handshake reads (RFC 6455 §4.2.1): those a
+# client's handshake sets, and Origin, which browsers add.
+_REQUEST_FIELDS = _CLIENT_OWNED | {"origin"}
 _NONE: tuple[str, ...] = ()
 _SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\n"
 
