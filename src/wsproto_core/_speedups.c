@@ -1,5 +1,6 @@
 /* Compiled masking of frame payloads (RFC 6455 §5.3), for wsproto_core.mask,
- * and the frame header parser's fast path, for wsproto_core.frames.
+ * the frame header parser's fast path, for wsproto_core.frames, and the
+ * in-place payload buffer of wsproto_core.payload.
  *
  * Invariants:
  *
@@ -412,6 +413,257 @@ invalid:
     Py_RETURN_NOTIMPLEMENTED;
 }
 
+/* PayloadBuffer: the compiled twin of payload.PurePayloadBuffer.
+ *
+ * A bytes object of the message's size, filled in place (copied or unmasked
+ * into, or read into through view()) and handed out whole by finish(): the
+ * payload of a large frame is written once, where the pure class writes it
+ * into a bytearray and copies that at the end.
+ *
+ * Writing into a bytes object is sound only while no other code can see it:
+ * `data` is created here, never shared until finish() gives it away, and
+ * finish() refuses while a view is lent (`exports`). Sizes 0 and 1 would get
+ * CPython's shared singletons, so they are filled in a 2-byte object and
+ * copied out. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *data;     /* NULL once finished */
+    Py_ssize_t size;    /* the payload's size (data may be larger: see above) */
+    Py_ssize_t exports; /* views lent and not released */
+} PayloadBuffer;
+
+static int
+payload_check(PayloadBuffer *self, Py_ssize_t start, Py_ssize_t end)
+{
+    if (self->data == NULL) {
+        PyErr_SetString(PyExc_ValueError, "the payload is finished");
+        return -1;
+    }
+    if (start < 0 || end < start || end > self->size) {
+        PyErr_Format(PyExc_ValueError, "bytes %zd to %zd are outside a payload of %zd", start,
+                     end, self->size);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *
+payload_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *names[] = {"size", NULL};
+    Py_ssize_t size;
+    PayloadBuffer *self;
+    allocfunc alloc;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "n:PayloadBuffer", names, &size)) {
+        return NULL;
+    }
+    if (size < 0) {
+        PyErr_SetString(PyExc_ValueError, "a payload's size is >= 0");
+        return NULL;
+    }
+    alloc = (allocfunc)PyType_GetSlot(type, Py_tp_alloc);
+    self = (PayloadBuffer *)alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->size = size;
+    self->exports = 0;
+    self->data = PyBytes_FromStringAndSize(NULL, size < 2 ? 2 : size);
+    if (self->data == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+static void
+payload_dealloc(PyObject *op)
+{
+    PyTypeObject *type = Py_TYPE(op);
+    freefunc free_op = (freefunc)PyType_GetSlot(type, Py_tp_free);
+
+    Py_CLEAR(((PayloadBuffer *)op)->data);
+    free_op(op);
+    Py_DECREF(type); /* instances of a heap type hold a reference to it */
+}
+
+static int
+payload_getbuffer(PyObject *op, Py_buffer *view, int flags)
+{
+    PayloadBuffer *self = (PayloadBuffer *)op;
+
+    if (payload_check(self, 0, 0) < 0) {
+        view->obj = NULL;
+        return -1;
+    }
+    if (PyBuffer_FillInfo(view, op, PyBytes_AsString(self->data), self->size, 0, flags) < 0) {
+        return -1;
+    }
+    self->exports++;
+    return 0;
+}
+
+static void
+payload_releasebuffer(PyObject *op, Py_buffer *view)
+{
+    (void)view;
+    ((PayloadBuffer *)op)->exports--;
+}
+
+static PyObject *
+payload_view(PyObject *op, PyObject *unused)
+{
+    (void)unused;
+    return PyMemoryView_FromObject(op);
+}
+
+/* put(at, data, key=None): data, unmasked with key if given, at offset `at`;
+ * key phase `at`, as the payload is one frame's. */
+static PyObject *
+payload_put(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    PayloadBuffer *self = (PayloadBuffer *)op;
+    Py_ssize_t at;
+    Py_buffer data;
+    unsigned char key[4];
+    unsigned int phase;
+    int masked;
+    char *out;
+
+    if (nargs < 2 || nargs > 3) {
+        PyErr_SetString(PyExc_TypeError, "put() takes at, data and an optional key");
+        return NULL;
+    }
+    at = PyLong_AsSsize_t(args[0]);
+    if (at == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    masked = nargs == 3 && args[2] != Py_None;
+    if (masked && get_key(args[2], args[0], key, &phase) < 0) {
+        return NULL;
+    }
+    if (PyObject_GetBuffer(args[1], &data, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    if (at > PY_SSIZE_T_MAX - data.len || payload_check(self, at, at + data.len) < 0) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_ValueError, "put() past the end of the payload");
+        }
+        PyBuffer_Release(&data);
+        return NULL;
+    }
+    out = PyBytes_AsString(self->data) + at;
+    if (masked) {
+        xor_mask_maybe_unlocked((const unsigned char *)data.buf, (unsigned char *)out, data.len,
+                                key, phase);
+    }
+    else {
+        memcpy(out, data.buf, (size_t)data.len);
+    }
+    PyBuffer_Release(&data);
+    Py_RETURN_NONE;
+}
+
+/* mask(start, end, key): XOR bytes start to end in place, key phase `start`.
+ * xor_mask reads each word before it writes the same word, so dst == src
+ * is safe (only a partial overlap is not). */
+static PyObject *
+payload_mask(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    PayloadBuffer *self = (PayloadBuffer *)op;
+    Py_ssize_t start, end;
+    unsigned char key[4];
+    unsigned int phase;
+    unsigned char *at;
+
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "mask() takes start, end and key");
+        return NULL;
+    }
+    start = PyLong_AsSsize_t(args[0]);
+    if (start == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    end = PyLong_AsSsize_t(args[1]);
+    if (end == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (get_key(args[2], args[0], key, &phase) < 0 || payload_check(self, start, end) < 0) {
+        return NULL;
+    }
+    at = (unsigned char *)PyBytes_AsString(self->data) + start;
+    xor_mask_maybe_unlocked(at, at, end - start, key, phase);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+payload_finish(PyObject *op, PyObject *unused)
+{
+    PayloadBuffer *self = (PayloadBuffer *)op;
+    PyObject *data;
+
+    (void)unused;
+    if (payload_check(self, 0, 0) < 0) {
+        return NULL;
+    }
+    if (self->exports) {
+        PyErr_SetString(PyExc_BufferError, "finish() while a view of the payload is alive");
+        return NULL;
+    }
+    data = self->data;
+    self->data = NULL;
+    if (self->size < 2) {
+        PyObject *small = PyBytes_FromStringAndSize(PyBytes_AsString(data), self->size);
+        Py_DECREF(data);
+        return small;
+    }
+    return data;
+}
+
+static PyMethodDef payload_methods[] = {
+    {"view", payload_view, METH_NOARGS, "A writable memoryview of the whole payload."},
+    {"put", (PyCFunction)(void (*)(void))payload_put, METH_FASTCALL,
+     "put(at, data, key=None): copy data in at `at`, unmasked with key if given."},
+    {"mask", (PyCFunction)(void (*)(void))payload_mask, METH_FASTCALL,
+     "mask(start, end, key): unmask bytes start to end in place."},
+    {"finish", payload_finish, METH_NOARGS,
+     "The payload as bytes; the buffer is then empty for good."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot payload_slots[] = {
+    {Py_tp_doc, "PayloadBuffer(size): a payload filled in place, handed out as bytes."},
+    {Py_tp_new, payload_new},
+    {Py_tp_dealloc, payload_dealloc},
+    {Py_tp_methods, payload_methods},
+    {Py_bf_getbuffer, payload_getbuffer},
+    {Py_bf_releasebuffer, payload_releasebuffer},
+    {0, NULL},
+};
+
+static PyType_Spec payload_spec = {
+    "wsproto_core._speedups.PayloadBuffer",
+    sizeof(PayloadBuffer),
+    0,
+    Py_TPFLAGS_DEFAULT,
+    payload_slots,
+};
+
+static int
+speedups_exec(PyObject *module)
+{
+    PyObject *type = PyType_FromModuleAndSpec(module, &payload_spec, NULL);
+    int result;
+
+    if (type == NULL) {
+        return -1;
+    }
+    result = PyModule_AddObjectRef(module, "PayloadBuffer", type);
+    Py_DECREF(type);
+    return result;
+}
+
 static PyMethodDef speedups_methods[] = {
     {"read_header", (PyCFunction)(void (*)(void))read_header, METH_FASTCALL, read_header_doc},
     {"apply_mask", (PyCFunction)(void (*)(void))apply_mask, METH_FASTCALL | METH_KEYWORDS,
@@ -421,9 +673,11 @@ static PyMethodDef speedups_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-/* The module keeps no state, so it is safe in subinterpreters and, where the
- * build has no GIL, without one. */
+/* The module keeps no state but its type, made per module by speedups_exec,
+ * so it is safe in subinterpreters. Where the build has no GIL, a
+ * PayloadBuffer is still one connection's, used by one thread at a time. */
 static PyModuleDef_Slot speedups_slots[] = {
+    {Py_mod_exec, speedups_exec},
 #ifdef Py_mod_multiple_interpreters
     {Py_mod_multiple_interpreters, Py_MOD_PER_INTERPRETER_GIL_SUPPORTED},
 #endif
@@ -436,7 +690,8 @@ static PyModuleDef_Slot speedups_slots[] = {
 static struct PyModuleDef speedups_module = {
     PyModuleDef_HEAD_INIT,
     "wsproto_core._speedups",
-    "Compiled twins of wsproto_core.mask's functions (RFC 6455 §5.3), and of frames.read_header.",
+    "Compiled twins of wsproto_core.mask's functions (RFC 6455 §5.3), frames.read_header "
+    "and payload.PurePayloadBuffer.",
     0,
     speedups_methods,
     speedups_slots,

@@ -1,6 +1,6 @@
-# The compiled twins of wsproto_core.mask's pure functions, and the fast path
-# of frames.read_header (see _speedups.c); the signatures are theirs, so
-# either can stand for the other.
+# The compiled twins of wsproto_core.mask's pure functions, the fast path of
+# frames.read_header, and payload.PurePayloadBuffer's twin (see _speedups.c);
+# the signatures are theirs, so either can stand for the other.
 
 from types import NotImplementedType
 
@@ -11,3 +11,14 @@ def mask_frame(
 def read_header(
     buf: bytes | bytearray | memoryview, pos: int
 ) -> tuple[bool, int, int, int, bytes | None, int] | NotImplementedType | None: ...
+
+class PayloadBuffer:
+    """The compiled twin of wsproto_core.payload.PurePayloadBuffer."""
+
+    def __init__(self, size: int) -> None: ...
+    def view(self) -> memoryview: ...
+    def put(
+        self, at: int, data: bytes | bytearray | memoryview, key: bytes | None = None, /
+    ) -> None: ...
+    def mask(self, start: int, end: int, key: bytes, /) -> None: ...
+    def finish(self) -> bytes: ...

@@ -34,6 +34,7 @@ import enum
 import os
 import struct
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import suppress
 from typing import Any
 
 from .assembly import SMALL_PIECE, PieceJoiner
@@ -82,6 +83,7 @@ from .handshake import (
 )
 from .headers import HeadersLike
 from .mask import apply_mask, mask_frame
+from .payload import PayloadBuffer, new_payload_buffer
 from .prepared import PreparedMessage
 from .state import RECEIVE_TRANSITIONS, SEND_TRANSITIONS, State, transition
 from .uri import WebSocketURI
@@ -100,6 +102,9 @@ _MASK_POOL = 4096  # random bytes fetched at once: 1024 masking keys per system 
 _SMALL = 4096  # payloads below this are sliced, above it copied through a memoryview
 _COMPRESSED_PIECE = 4096  # compressed payload is decoded in pieces of this, at most
 _TEXT_RUN = 256  # the small pieces of a text message are joined this many at a time
+# A binary frame at least this large that is not here whole when its header
+# is read goes straight into its message (payload.py says why).
+_DIRECT_MIN = 16384
 
 Data = bytes | bytearray | memoryview
 
@@ -152,6 +157,8 @@ class Connection:
         "_client",
         "_decoders",
         "_decoders_by_rsv",
+        "_direct",
+        "_direct_view",
         "_eof",
         "_failed",
         "_fin",
@@ -212,10 +219,12 @@ class Connection:
         self.stream_min_size = 0
         """In streaming mode, deliver shorter messages whole.
 
-        An uncompressed, unfragmented message shorter than this whose frame
-        is already here whole comes as one :class:`Message`: three events
-        would cost more and save no memory. 0 (the default) streams every
-        message.
+        An uncompressed, unfragmented message shorter than this comes as one
+        :class:`Message` when its frame is already here whole (three events
+        would cost more and save no memory), and a binary one also when it
+        is not: it is then read straight into place (see
+        :meth:`payload_buffer`), in memory this size bounds. 0 (the default)
+        streams every message.
         """
         self._random_bytes = random_bytes
         self._mask_pool = b""
@@ -239,6 +248,10 @@ class Connection:
         self._frame_key: bytes | None = None
         self._remaining = 0
         self._offset = 0
+        # A large binary message in one frame goes straight into its payload
+        # (see _start_direct), with the view of it lent by payload_buffer().
+        self._direct: PayloadBuffer | None = None
+        self._direct_view: memoryview | None = None
         # The message being read.
         self._reading = False
         self._text = False
@@ -321,6 +334,15 @@ class Connection:
         """
         return len(self._buffer) - self._pos
 
+    @property
+    def has_data_to_send(self) -> bool:
+        """Whether :meth:`data_to_send` would return bytes.
+
+        Cheap, so an adapter can skip its write path (and the locks around
+        it) when reading queued nothing: no Pong, no Close echo.
+        """
+        return bool(self._out)
+
     def close_expected(self) -> bool:
         """Tell whether the transport should be closed now.
 
@@ -350,6 +372,8 @@ class Connection:
             raise LocalProtocolError("receive_data() after receive_eof()")
         if not data:
             return  # an empty read is not the end of the stream: see receive_eof()
+        if self._direct_view is not None:
+            self._release_direct_view()
         if self._state is State.CONNECTING:
             self._handshake_data(bytes(data))
         elif self.close_received is None and not self._failed:
@@ -459,10 +483,25 @@ class Connection:
                 self._remaining = length
                 self._offset = 0
                 if opcode:
-                    event = self._start_message(opcode, rsv)
+                    # A large binary frame goes straight into its message
+                    # (payload.py), delivered whole even when streaming if
+                    # it is shorter than stream_min_size.
+                    direct = (
+                        fin
+                        and opcode == Opcode.BINARY
+                        and not rsv
+                        and length >= _DIRECT_MIN
+                        and (not self.stream_messages or length < self.stream_min_size)
+                    )
+                    event = self._start_message(opcode, rsv, self.stream_messages and not direct)
                     if event is not None:
                         return event
+                    if direct:
+                        self._direct = new_payload_buffer(length)
                 continue
+            direct = self._direct
+            if direct is not None:
+                return self._direct_event(direct)
             available = len(buf) - pos
             size = self._remaining
             if self._rsv:
@@ -494,6 +533,89 @@ class Connection:
             event = self._message_piece(chunk, last)
             if event is not None:
                 return event
+
+    def _direct_event(self, direct: PayloadBuffer) -> Event | None:
+        """Put what is buffered of a direct payload in place; the message once it is whole."""
+        pos = self._pos
+        size = min(len(self._buffer) - pos, self._remaining)
+        if size:
+            with memoryview(self._buffer) as view, view[pos : pos + size] as window:
+                direct.put(self._offset, window, self._frame_key)
+            self._pos = pos + size
+            self._offset += size
+            self._remaining -= size
+        if self._remaining:
+            return self._end_of_input()
+        self._release_direct_view()
+        try:
+            data = direct.finish()
+        except BufferError:
+            # The transport still holds the view it read into (uvloop lets
+            # go only after buffer_updated() returns): a later call delivers.
+            return None
+        self._direct = None
+        self._in_frame = False
+        self._reading = False
+        message = _new(Message)
+        _set_message_data(message, data)
+        return message
+
+    def payload_buffer(self) -> memoryview | None:
+        """Where the next bytes read can go straight into a message, or ``None``.
+
+        While a large binary message arrives, reading into this view (a
+        socket's ``recv_into()``, asyncio's ``get_buffer()``) and then
+        calling :meth:`payload_received` puts its payload in place with no
+        copy, where :meth:`receive_data` copies it from the read's buffer.
+        ``None`` means: read as usual and call :meth:`receive_data`. Call it
+        after :meth:`next_event` returned ``None``; the view ends at the
+        message's end, so it never takes bytes that come after.
+
+        A view is valid until the next call of this method, of
+        :meth:`payload_received` or of :meth:`receive_data`.
+        """
+        self._release_direct_view()
+        direct = self._direct
+        if direct is None or not self._remaining or self._pos < len(self._buffer):
+            return None  # (never an empty view: a read of 0 bytes means the end)
+        with direct.view() as whole:
+            view = whole[self._offset : self._offset + self._remaining]
+        self._direct_view = view
+        return view
+
+    def payload_received(self, nbytes: int) -> None:
+        """Tell the connection that ``nbytes`` were read into :meth:`payload_buffer`'s view.
+
+        Then call :meth:`next_event` as after :meth:`receive_data`. A read of
+        0 bytes is not the end of the stream: call :meth:`receive_eof`.
+
+        A transport may hold on to the view until after this call (uvloop
+        does, until its ``buffer_updated()`` returns); the message is then
+        not delivered before a :meth:`next_event` call made after it let go.
+
+        Raises:
+            LocalProtocolError: no view is lent, or ``nbytes`` is more than it holds.
+        """
+        view = self._direct_view
+        direct = self._direct
+        if view is None or direct is None:
+            raise LocalProtocolError("payload_received() without a payload_buffer() view")
+        if not 0 <= nbytes <= len(view):
+            raise LocalProtocolError(f"payload_received({nbytes}) for a view of {len(view)}")
+        self._release_direct_view()
+        if nbytes:
+            offset = self._offset
+            if self._frame_key is not None:
+                direct.mask(offset, offset + nbytes, self._frame_key)
+            self._offset = offset + nbytes
+            self._remaining -= nbytes
+
+    def _release_direct_view(self) -> None:
+        view = self._direct_view
+        if view is not None:
+            self._direct_view = None
+            with suppress(BufferError):  # still held by the transport: it lets go later
+                view.release()
 
     def _take(self, start: int, end: int, mask_key: bytes | None, offset: int) -> bytes:
         """Consume ``buffer[start:end]`` and return it unmasked, with one copy."""
@@ -529,6 +651,8 @@ class Connection:
     def _discard_input(self) -> None:
         self._buffer = b""
         self._pos = 0
+        self._release_direct_view()
+        self._direct = None
 
     def _end_of_input(self) -> Event | None:
         if not self._eof:
@@ -585,13 +709,13 @@ class Connection:
         if limit is not None and not transformed and so_far + length > limit:
             raise ReadLimitError(f"message larger than the read limit of {limit} bytes")
 
-    def _start_message(self, opcode: int, rsv: int) -> Event | None:
+    def _start_message(self, opcode: int, rsv: int, streaming: bool) -> Event | None:
         self._reading = True
         self._text = opcode == Opcode.TEXT
         self._rsv = rsv
         self._decoders = self._decoders_by_rsv[rsv]
         self._size = 0
-        self._streaming = self.stream_messages
+        self._streaming = streaming
         self._utf8 = None
         if self._streaming:
             return MessageStart(message_type=MessageType(opcode))
@@ -737,6 +861,20 @@ class Connection:
         data = out[0] if len(out) == 1 else b"".join(out)
         out.clear()
         return data
+
+    def buffers_to_send(self) -> list[bytes]:
+        """Return and forget the bytes queued for the peer, as a list of buffers.
+
+        For a vectored write (``socket.sendmsg()``, ``writelines()``): a
+        server's large payload comes after its header without being joined
+        to it, a copy into fresh memory that costs more than the send
+        (``docs/performance.md``). The same bytes as :meth:`data_to_send`.
+        """
+        out = self._out
+        if not out:
+            return []
+        self._out = []
+        return out
 
     def _mask_key(self) -> bytes:
         pos = self._mask_pos

@@ -329,6 +329,23 @@ class TestBufferedInput:
         assert conn.buffered_input == 1
 
 
+class TestHasDataToSend:
+    def test_says_whether_data_to_send_has_bytes(self) -> None:
+        conn = server()
+        assert not conn.has_data_to_send
+        conn.send_text("hi")
+        assert conn.has_data_to_send
+        assert conn.data_to_send()
+        assert not conn.has_data_to_send
+
+    def test_sees_the_pong_that_reading_a_ping_queued(self) -> None:
+        conn = server()
+        feed(conn, client_frame(Opcode.PING, b"p"))
+        assert conn.has_data_to_send
+        assert conn.data_to_send() == b"\x8a\x01p"
+        assert not conn.has_data_to_send
+
+
 class TestStreaming:
     def test_event_order(self) -> None:
         conn = server(stream_messages=True)

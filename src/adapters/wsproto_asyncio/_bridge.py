@@ -56,8 +56,11 @@ __all__ = ["Bridge"]
 DEFAULT_MAX_QUEUE = 16
 _LINGER = 1.0  # seconds to drain a peer that keeps sending after we failed the connection
 _MAX_ANSWER_BACKLOG = 65536  # bytes of automatic answers buffered while the peer doesn't read
+_JOIN_BELOW = 65536  # queued frames smaller in all are joined into one write
 _MAX_UNPARSED = 256 * 1024  # bytes received and not yet parsed before reading pauses
-_WHOLE_BELOW = 65536  # smaller messages that arrived whole come as one event
+# Smaller messages come as one event when they arrived whole, or are binary
+# (read into place: Connection.stream_min_size): the default read limit.
+_WHOLE_BELOW = 1024 * 1024 + 1
 _MESSAGE_EVENTS = frozenset({Message, MessageStart, MessageData, MessageEnd})
 
 
@@ -94,6 +97,7 @@ class Bridge(asyncio.BufferedProtocol):
         "_closing",
         "_drain_waiters",
         "_ended",
+        "_in_place",
         "_loop",
         "_lost",
         "_lost_exc",
@@ -135,6 +139,7 @@ class Bridge(asyncio.BufferedProtocol):
         self.max_queue = max_queue
         self._resume_at = max(0, max_queue // 4)
         self._view = _read_buffers.get(read_buffer_size)
+        self._in_place = False  # get_buffer() lent the core's payload_buffer()
         self._loop = asyncio.get_running_loop()
         self._waiter: asyncio.Future[None] | None = None
         self._drain_waiters: list[asyncio.Future[None]] | None = None
@@ -208,12 +213,26 @@ class Bridge(asyncio.BufferedProtocol):
             self.on_connect(self)
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return self._view
+        # Straight into a large binary message when one is arriving (no
+        # copy at all), else into the loop's shared buffer.
+        view = self.core.payload_buffer()
+        self._in_place = view is not None
+        return self._view if view is None else view
 
     def buffer_updated(self, nbytes: int) -> None:
         self.last_received = self._loop.time()
-        self.core.receive_data(bytes(self._view[:nbytes]))
+        if self._in_place:
+            self.core.payload_received(nbytes)
+            # uvloop holds the view until this returns, and the core delivers
+            # the message only once nobody does: process it after that too.
+            self._loop.call_soon(self._process_read)
+        else:
+            self.core.receive_data(bytes(self._view[:nbytes]))
         self.process()
+
+    def _process_read(self) -> None:
+        if not self._ended:
+            self.process()
 
     def eof_received(self) -> bool:
         self.core.receive_eof()
@@ -364,11 +383,22 @@ class Bridge(asyncio.BufferedProtocol):
 
     def flush(self) -> int:
         """Hand what the core queued to the transport; return how many bytes."""
-        data = self.core.data_to_send()
-        if data and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
-            return len(data)
-        return 0
+        buffers = self.core.buffers_to_send()
+        transport = self.transport
+        if not buffers or transport is None or transport.is_closing():
+            return 0
+        if len(buffers) == 1:
+            transport.write(buffers[0])
+            return len(buffers[0])
+        size = sum(map(len, buffers))
+        if size < _JOIN_BELOW:
+            transport.write(b"".join(buffers))
+        else:
+            # A large payload is not copied to join it to its header (the
+            # transport sends what it can at once; writelines() joins on 3.11).
+            for data in buffers:
+                transport.write(data)
+        return size
 
     def check_writable(self) -> None:
         """Raise if the transport is closed: nothing written would arrive."""

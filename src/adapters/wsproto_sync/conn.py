@@ -54,7 +54,7 @@ from wsproto_core import (
 from wsproto_core.assembly import PieceJoiner
 from wsproto_core.options import opening_request, opening_response
 
-from ._io import recv, sendall
+from ._io import prefers_blocking, recv, recv_into, send_buffers
 
 __all__ = ["Conn", "MessageReader", "MessageWriter", "join_messages"]
 
@@ -135,7 +135,7 @@ class Conn:
         """The address of this end (gorilla: ``LocalAddr``)."""
         self.remote_addr = sock.getpeername()
         """The address of the peer (gorilla: ``RemoteAddr``)."""
-        sock.setblocking(False)
+        sock.setblocking(prefers_blocking(sock))  # see _io
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             # Frames go out whole, often as one send; don't let Nagle hold
             # a small one back waiting for an ACK (asyncio does the same).
@@ -309,7 +309,8 @@ class Conn:
                     event = self._proto.next_event()
                 except RemoteProtocolError as exc:
                     event, error = None, exc
-            self._flush()  # Pongs, the Close echo, the Close that fails the connection
+            if self._proto.has_data_to_send:
+                self._flush()  # Pongs, the Close echo, the Close that fails the connection
             if error is not None:
                 self._read_error = error
                 self._close_if_expected()
@@ -318,8 +319,15 @@ class Conn:
                 if isinstance(event, Close):
                     self._close_if_expected()
                 return event
+            with self._core_lock:
+                view = self._proto.payload_buffer()
             try:
-                data = recv(self._sock, self._read_size, self._read_deadline)
+                if view is not None:  # straight into a large message, no copy
+                    size = recv_into(self._sock, view, self._read_deadline)
+                    data = b""
+                else:
+                    data = recv(self._sock, self._read_size, self._read_deadline)
+                    size = len(data)
             except TimeoutError as exc:
                 self._read_error = exc
                 raise
@@ -327,12 +335,14 @@ class Conn:
                 if not self._closed:
                     self._read_error = exc
                     raise
-                data = b""  # close() from another thread: report it as the end of the stream
+                size = 0  # close() from another thread: report it as the end of the stream
             with self._core_lock:
-                if data:
-                    self._proto.receive_data(data)
-                else:
+                if not size:
                     self._proto.receive_eof()
+                elif view is not None:
+                    self._proto.payload_received(size)
+                else:
+                    self._proto.receive_data(data)
 
     def _close_if_expected(self) -> None:
         # The server closes the TCP connection first (RFC 6455 §7.1.1); the core says when.
@@ -433,14 +443,20 @@ class Conn:
         try:
             with self._core_lock:
                 queue(self._proto)
-                data = self._proto.data_to_send()
-            while data:
-                self._sendall(data, deadline)
+                buffers = self._proto.buffers_to_send()
+            while buffers:
+                self._send_buffers(buffers, deadline)
+                if not self._proto.has_data_to_send:
+                    break
                 # Send what the reader queued meanwhile (Pongs, a Close echo).
                 with self._core_lock:
-                    data = self._proto.data_to_send()
+                    buffers = self._proto.buffers_to_send()
         finally:
             self._write_lock.release()
+        # A reader that queued a Pong after that last look, while we still
+        # held the lock, could not send it: its _flush() does not wait.
+        if self._proto.has_data_to_send:
+            self._flush()
 
     def _flush(self, *, wait: float = 0.0) -> None:
         # The reader never waits long for a busy writer: two peers each stuck
@@ -453,18 +469,18 @@ class Conn:
             return
         try:
             with self._core_lock:
-                data = self._proto.data_to_send()
-            if data:
+                buffers = self._proto.buffers_to_send()
+            if buffers:
                 with suppress(OSError):  # the read side reports what matters
-                    self._sendall(data, self._write_deadline)
+                    self._send_buffers(buffers, self._write_deadline)
         finally:
             self._write_lock.release()
 
-    def _sendall(self, data: bytes, deadline: float | None) -> None:
+    def _send_buffers(self, buffers: list[bytes], deadline: float | None) -> None:
         if self._write_error is not None:
             raise self._write_error
         try:
-            sendall(self._sock, data, deadline)
+            send_buffers(self._sock, buffers, deadline)
         except OSError as exc:
             # Part of a frame may be on the wire: nothing can follow it.
             self._write_error = exc

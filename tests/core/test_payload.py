@@ -1,0 +1,412 @@
+"""Payloads written in place: the two buffer classes, and the core reading into one.
+
+1. ``PurePayloadBuffer`` and the compiled ``PayloadBuffer`` do the same thing,
+   call for call, errors included (each against a reference, and against
+   each other under hypothesis).
+2. A connection reads a large binary frame straight into its message,
+   through ``receive_data()`` or through ``payload_buffer()`` and
+   ``payload_received()``; any mix of the two, cut anywhere, gives the events
+   that one ``receive_data()`` of the whole input gives.
+3. ``buffers_to_send()`` gives the bytes ``data_to_send()`` would.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from wsproto_core import (
+    Close,
+    CloseCode,
+    Connection,
+    Event,
+    LocalProtocolError,
+    Message,
+    Opcode,
+    ReadLimitError,
+    Role,
+)
+from wsproto_core.frames import serialize_frame
+from wsproto_core.mask import pure_apply_mask
+from wsproto_core.payload import PayloadBuffer, PurePayloadBuffer, new_payload_buffer
+
+try:
+    from wsproto_core._speedups import PayloadBuffer as CompiledPayloadBuffer
+except ImportError:  # not built here: only the pure class is tested
+    CompiledPayloadBuffer = None  # type: ignore[assignment,misc]
+
+KEY = b"\x01\x02\x03\x04"
+LARGE = 100_000  # over the core's threshold for reading in place (16 KiB)
+
+BUFFERS = [
+    pytest.param(PurePayloadBuffer, id="pure"),
+    pytest.param(
+        CompiledPayloadBuffer,
+        id="compiled",
+        marks=pytest.mark.skipif(CompiledPayloadBuffer is None, reason="_speedups not built"),
+    ),
+]
+
+
+# -- the buffers -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("make", BUFFERS)
+class TestBuffer:
+    def test_put_copies_and_unmasks_at_an_offset(
+        self, make: Callable[[int], PayloadBuffer]
+    ) -> None:
+        payload = bytes(range(256)) * 40
+        buffer = make(len(payload))
+        buffer.put(0, pure_apply_mask(payload[:1001], KEY))
+        buffer.put(1001, memoryview(pure_apply_mask(payload, KEY))[1001:5000], KEY)
+        buffer.put(5000, bytearray(payload[5000:]))
+        assert buffer.finish()[:1001] == pure_apply_mask(payload[:1001], KEY)
+        buffer = make(len(payload))
+        buffer.put(0, pure_apply_mask(payload, KEY)[:7], KEY)  # the key's phase is the offset
+        buffer.put(7, pure_apply_mask(payload, KEY)[7:], KEY)
+        assert buffer.finish() == payload
+
+    def test_read_into_its_view_then_unmask_in_place(
+        self, make: Callable[[int], PayloadBuffer]
+    ) -> None:
+        payload = bytes(range(256)) * 300
+        masked = pure_apply_mask(payload, KEY)
+        buffer = make(len(payload))
+        with buffer.view() as view:
+            assert not view.readonly
+            assert len(view) == len(payload)
+            view[:] = masked
+        buffer.mask(0, 3, KEY)
+        buffer.mask(3, 70_001, KEY)
+        buffer.mask(70_001, len(payload), KEY)
+        data = buffer.finish()
+        assert type(data) is bytes
+        assert data == payload
+
+    @pytest.mark.parametrize("size", [0, 1, 2, 3])
+    def test_tiny_sizes(self, make: Callable[[int], PayloadBuffer], size: int) -> None:
+        buffer = make(size)
+        buffer.put(0, b"x" * size)
+        assert buffer.finish() == b"x" * size
+
+    def test_finish_refuses_while_a_view_is_alive(
+        self, make: Callable[[int], PayloadBuffer]
+    ) -> None:
+        buffer = make(4)
+        view = buffer.view()
+        view[:] = b"abcd"
+        with pytest.raises(BufferError, match="view"):
+            buffer.finish()
+        view.release()
+        assert buffer.finish() == b"abcd"
+
+    def test_a_finished_buffer_refuses_everything(
+        self, make: Callable[[int], PayloadBuffer]
+    ) -> None:
+        buffer = make(4)
+        buffer.finish()
+        for call in (
+            buffer.finish,
+            buffer.view,
+            lambda: buffer.put(0, b"a"),
+            lambda: buffer.mask(0, 1, KEY),
+        ):
+            with pytest.raises(ValueError, match="finished"):
+                call()
+
+    @pytest.mark.parametrize(
+        "call",
+        [
+            lambda b: b.put(-1, b"a"),
+            lambda b: b.put(8, b"a"),
+            lambda b: b.put(5, b"abcd"),
+            lambda b: b.mask(-1, 2, KEY),
+            lambda b: b.mask(3, 2, KEY),
+            lambda b: b.mask(0, 9, KEY),
+        ],
+    )
+    def test_out_of_bounds(
+        self, make: Callable[[int], PayloadBuffer], call: Callable[[PayloadBuffer], None]
+    ) -> None:
+        with pytest.raises(ValueError, match="outside"):
+            call(make(8))
+
+    def test_bad_arguments(self, make: Callable[[int], PayloadBuffer]) -> None:
+        with pytest.raises(ValueError, match=">= 0"):
+            make(-1)
+        with pytest.raises(ValueError, match="4 bytes"):
+            make(8).put(0, b"a", b"abc")
+        with pytest.raises(ValueError, match="4 bytes"):
+            make(8).mask(0, 1, b"abcde")
+        with pytest.raises(TypeError):
+            make(8).put(0, "text")  # type: ignore[arg-type]
+
+
+@pytest.mark.skipif(CompiledPayloadBuffer is None, reason="_speedups not built")
+@settings(max_examples=200)
+@given(
+    size=st.integers(0, 3000),
+    writes=st.lists(st.tuples(st.integers(0, 3000), st.binary(max_size=700), st.booleans())),
+)
+def test_the_two_buffers_agree(size: int, writes: list[tuple[int, bytes, bool]]) -> None:
+    pure, compiled = PurePayloadBuffer(size), CompiledPayloadBuffer(size)
+    for at, data, masked in writes:
+        outcomes = []
+        for buffer in (pure, compiled):
+            try:
+                if masked:
+                    buffer.put(at, data)
+                    buffer.mask(at, at + len(data), KEY)
+                else:
+                    buffer.put(at, data, KEY)
+                outcomes.append(None)
+            except ValueError as exc:
+                outcomes.append(type(exc))
+        assert outcomes[0] == outcomes[1]
+    if size > 1:  # the bytes of sizes 0 and 1 are never written before put()
+        pure_data, compiled_data = pure.finish(), compiled.finish()
+        written = [False] * size
+        for at, data, _ in writes:
+            if at + len(data) <= size:
+                written[at : at + len(data)] = [True] * len(data)
+        # Bytes never written are unspecified (the compiled buffer does not zero them).
+        assert [b for b, w in zip(pure_data, written, strict=True) if w] == [
+            b for b, w in zip(compiled_data, written, strict=True) if w
+        ]
+
+
+def test_the_core_uses_the_compiled_buffer_where_it_is_built() -> None:
+    expected = CompiledPayloadBuffer or PurePayloadBuffer
+    from wsproto_core import mask
+
+    assert new_payload_buffer is (expected if mask.COMPILED else PurePayloadBuffer)
+
+
+# -- the core reading into one --------------------------------------------------------
+
+
+def client_frame(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
+    return serialize_frame(opcode, payload, fin=fin, mask_key=KEY)
+
+
+def server_frame(opcode: int, payload: bytes) -> bytes:
+    return serialize_frame(opcode, payload)
+
+
+def drain(conn: Connection) -> list[Event]:
+    out = []
+    while (event := conn.next_event()) is not None:
+        out.append(event)
+    return out
+
+
+def test_a_large_binary_frame_is_read_into_place() -> None:
+    payload = bytes(range(256)) * (LARGE // 256)
+    wire = client_frame(Opcode.BINARY, payload) + client_frame(Opcode.TEXT, b"next")
+    conn = Connection(Role.SERVER, max_message_size=None)
+    assert conn.payload_buffer() is None  # nothing started
+    conn.receive_data(wire[:1000])
+    assert drain(conn) == []
+    view = conn.payload_buffer()
+    assert view is not None
+    header = 2 + 8 + 4  # 100,000 takes the 64-bit length; then the key
+    assert len(view) == len(payload) - (1000 - header)  # ends where the message ends
+    rest = wire[1000 : header + len(payload)]
+    view[:5000] = rest[:5000]
+    conn.payload_received(5000)
+    assert drain(conn) == []
+    view = conn.payload_buffer()
+    assert view is not None
+    view[:] = rest[5000:]
+    conn.payload_received(len(view))
+    assert conn.payload_buffer() is None  # the message is whole: read as usual
+    conn.receive_data(wire[header + len(payload) :])
+    assert drain(conn) == [Message(data=payload), Message(data="next")]
+
+
+def test_a_client_reads_unmasked_frames_into_place() -> None:
+    payload = b"\xab" * LARGE
+    wire = server_frame(Opcode.BINARY, payload)
+    conn = Connection(Role.CLIENT, max_message_size=None)
+    conn.receive_data(wire[:10])
+    assert drain(conn) == []
+    view = conn.payload_buffer()
+    assert view is not None
+    view[:] = wire[10:]
+    conn.payload_received(len(view))
+    assert drain(conn) == [Message(data=payload)]
+
+
+def test_no_view_while_input_is_buffered_or_for_other_messages() -> None:
+    conn = Connection(Role.SERVER, max_message_size=None)
+    conn.receive_data(client_frame(Opcode.TEXT, b"t" * LARGE)[:100])  # text: validated as it comes
+    assert drain(conn) == []
+    assert conn.payload_buffer() is None
+    conn = Connection(Role.SERVER, max_message_size=None)
+    conn.receive_data(client_frame(Opcode.BINARY, b"b" * LARGE, fin=False)[:100])  # fragment
+    assert drain(conn) == []
+    assert conn.payload_buffer() is None
+    conn = Connection(Role.SERVER, max_message_size=None)
+    conn.receive_data(client_frame(Opcode.BINARY, b"b" * 1000)[:100])  # small
+    assert drain(conn) == []
+    assert conn.payload_buffer() is None
+    conn = Connection(Role.SERVER, max_message_size=None, stream_messages=True)
+    conn.receive_data(client_frame(Opcode.BINARY, b"b" * LARGE)[:100])  # streamed
+    drain(conn)
+    assert conn.payload_buffer() is None
+
+
+def test_when_streaming_a_binary_message_under_stream_min_size_comes_whole() -> None:
+    payload = b"w" * LARGE
+    wire = client_frame(Opcode.BINARY, payload)
+    conn = Connection(Role.SERVER, max_message_size=None, stream_messages=True)
+    conn.stream_min_size = LARGE + 1
+    conn.receive_data(wire[:100])
+    assert drain(conn) == []  # no MessageStart: it will come whole
+    view = conn.payload_buffer()
+    assert view is not None
+    view[:] = wire[100:]
+    conn.payload_received(len(view))
+    assert drain(conn) == [Message(data=payload)]
+
+
+def test_a_transport_holding_the_view_delays_the_message_until_it_lets_go() -> None:
+    # uvloop releases the buffer it read into after buffer_updated() returns.
+    payload = b"u" * LARGE
+    wire = client_frame(Opcode.BINARY, payload)
+    conn = Connection(Role.SERVER, max_message_size=None)
+    conn.receive_data(wire[:100])
+    drain(conn)
+    view = conn.payload_buffer()
+    assert view is not None
+    held = pickle.PickleBuffer(view)  # an export of the view, as the transport's
+    view[:] = wire[100:]
+    conn.payload_received(len(view))
+    assert drain(conn) == []
+    held.release()
+    view.release()
+    assert drain(conn) == [Message(data=payload)]
+
+
+def test_payload_received_is_checked() -> None:
+    conn = Connection(Role.SERVER, max_message_size=None)
+    with pytest.raises(LocalProtocolError, match="without a payload_buffer"):
+        conn.payload_received(1)
+    conn.receive_data(client_frame(Opcode.BINARY, b"b" * LARGE)[:100])
+    drain(conn)
+    view = conn.payload_buffer()
+    assert view is not None
+    with pytest.raises(LocalProtocolError, match="for a view of"):
+        conn.payload_received(len(view) + 1)
+    with pytest.raises(LocalProtocolError, match="for a view of"):
+        conn.payload_received(-1)
+    conn.payload_received(0)  # nothing read: allowed, and the view is taken back
+    with pytest.raises(ValueError, match="released"):
+        view[0]
+
+
+def test_a_lent_view_is_taken_back_by_receive_data_and_by_a_new_one() -> None:
+    payload = b"\x01" * LARGE
+    wire = client_frame(Opcode.BINARY, payload)
+    conn = Connection(Role.SERVER, max_message_size=None)
+    conn.receive_data(wire[:100])
+    drain(conn)
+    first = conn.payload_buffer()
+    second = conn.payload_buffer()
+    assert first is not None
+    assert second is not None
+    with pytest.raises(ValueError, match="released"):
+        first[0]
+    conn.receive_data(wire[100:])  # the transport read elsewhere after all
+    with pytest.raises(ValueError, match="released"):
+        second[0]
+    assert drain(conn) == [Message(data=payload)]
+
+
+def test_the_end_of_the_stream_in_a_payload_read_in_place() -> None:
+    conn = Connection(Role.SERVER, max_message_size=None)
+    conn.receive_data(client_frame(Opcode.BINARY, b"b" * LARGE)[:100])
+    drain(conn)
+    view = conn.payload_buffer()
+    assert view is not None
+    conn.receive_eof()
+    assert drain(conn) == [Close(code=CloseCode.ABNORMAL_CLOSURE)]
+    assert conn.payload_buffer() is None
+    with pytest.raises(ValueError, match="released"):
+        view[0]
+
+
+def test_the_read_limit_applies_before_anything_is_allocated() -> None:
+    conn = Connection(Role.SERVER, max_message_size=LARGE - 1)
+    conn.receive_data(client_frame(Opcode.BINARY, b"b" * LARGE)[:100])
+    with pytest.raises(ReadLimitError):
+        drain(conn)
+    assert conn.payload_buffer() is None
+
+
+PATTERN = bytes(range(256)) * 160
+FRAMES = st.one_of(
+    # Large payloads cheaply: a slice of a fixed pattern (bytes a key can't hide).
+    st.tuples(
+        st.just(Opcode.BINARY),
+        st.builds(
+            lambda size, start: PATTERN[start : start + size],
+            st.integers(16384, 40_000),
+            st.integers(0, 255),
+        ),
+    ),
+    st.tuples(st.just(Opcode.BINARY), st.binary(max_size=300)),
+    st.tuples(st.just(Opcode.TEXT), st.text(max_size=3000).map(str.encode)),
+    st.tuples(st.just(Opcode.PING), st.binary(max_size=125)),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    frames=st.lists(FRAMES, min_size=1, max_size=5),
+    cuts=st.lists(st.integers(1, 6000), min_size=1, max_size=40),
+    into_place=st.lists(st.booleans(), min_size=1, max_size=40),
+)
+def test_any_mix_of_reads_gives_the_same_events(
+    frames: list[tuple[Opcode, bytes]], cuts: list[int], into_place: list[bool]
+) -> None:
+    wire = b"".join(client_frame(opcode, payload) for opcode, payload in frames)
+    whole = Connection(Role.SERVER, max_message_size=None)
+    whole.receive_data(wire)
+    expected = drain(whole)
+    conn = Connection(Role.SERVER, max_message_size=None)
+    got: list[Event] = []
+    pos = step = 0
+    while pos < len(wire):
+        size = cuts[step % len(cuts)]
+        view = conn.payload_buffer() if into_place[step % len(into_place)] else None
+        step += 1
+        if view is not None:
+            size = min(size, len(view))
+            view[:size] = wire[pos : pos + size]
+            conn.payload_received(size)
+        else:
+            conn.receive_data(wire[pos : pos + size])
+        pos += size
+        got += drain(conn)
+    assert got == expected
+
+
+def test_buffers_to_send_holds_what_data_to_send_would() -> None:
+    payload = b"p" * LARGE
+    sender, twin = Connection(Role.SERVER), Connection(Role.SERVER)
+    assert sender.buffers_to_send() == []
+    for conn in (sender, twin):
+        conn.send_binary(payload)
+        conn.send_text("small")
+    buffers = sender.buffers_to_send()
+    assert len(buffers) == 3  # header, payload, small frame: nothing joined
+    assert buffers[1] is payload
+    assert b"".join(buffers) == twin.data_to_send()
+    assert not sender.has_data_to_send
+    assert sender.buffers_to_send() == []
