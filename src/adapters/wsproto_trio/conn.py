@@ -78,6 +78,7 @@ _CONTROL = {MessageType.PING, MessageType.PONG, MessageType.CLOSE}
 _CLOSE_FLUSH_WAIT = 1.0  # seconds the reader waits for a writer to send the last Close
 _LINGER = 1.0  # seconds to drain a peer that keeps sending after we failed the connection
 _CLOSE_WAIT = 1.0  # seconds a client waits for the server to close after the closing handshake
+_JOIN_BELOW = 65536  # queued frames smaller in all go out joined, as one send
 _SEND_BATCH = 65536  # bytes of frames one MessageWriter.write() queues before sending them
 _MAX_HEADER = 14  # bytes of a frame header at most (RFC 6455 §5.2), for the batch's count
 
@@ -154,6 +155,9 @@ class Conn:
         self.latency: float | None = None
         """Seconds between the last keepalive Ping and its Pong, once measured."""
         sock = socket_of(stream)
+        # A plain TCP stream lets a large message be read straight into
+        # place (Connection.payload_buffer); through TLS, trio's stream only.
+        self._recv_into = sock.recv_into if type(stream) is trio.SocketStream else None
         self.local_addr: Any = sock.getsockname() if sock is not None else None
         """The address of this end (gorilla: ``LocalAddr``), if the stream has a socket."""
         self.remote_addr: Any = sock.getpeername() if sock is not None else None
@@ -326,7 +330,8 @@ class Conn:
             # A cancel that lands before next_event() has taken nothing, so
             # loses nothing; and every read is a cancel point, as in trio.
             await trio.lowlevel.checkpoint_if_cancelled()
-            await self._flush()  # what earlier events queued: Pongs
+            if self._proto.has_data_to_send:
+                await self._flush()  # what earlier events queued: Pongs
             try:
                 event = self._proto.next_event()
             except RemoteProtocolError as exc:
@@ -341,15 +346,22 @@ class Conn:
                     # every trio read is, and shielded, so the event is kept.
                     await trio.lowlevel.cancel_shielded_checkpoint()
                 return event
-            data = await self._receive()
+            view = self._proto.payload_buffer() if self._recv_into is not None else None
+            got = await self._receive(view)
             received = True
-            if data:
-                self._proto.receive_data(data)
-            else:
+            if not got:
                 self._proto.receive_eof()
+            elif isinstance(got, int):  # read into the view
+                self._proto.payload_received(got)
+            else:
+                self._proto.receive_data(got)
 
-    async def _receive(self) -> bytes | bytearray:
-        """Read from the stream within the read deadline, keeping the connection alive."""
+    async def _receive(self, view: memoryview | None) -> bytes | bytearray | int:
+        """Read within the read deadline, keeping the connection alive.
+
+        Returns what ``receive_some()`` returns, or with ``view``, how many
+        bytes were read into it; empty or 0 at the end of the stream.
+        """
         while True:
             wake = self._read_deadline
             if self._keepalive_interval is not None:
@@ -357,7 +369,9 @@ class Conn:
                 wake = min(wake, self._keepalive_due())
             try:
                 with trio.move_on_at(wake):
-                    return await self._stream.receive_some(self._read_size)
+                    if view is None:
+                        return await self._stream.receive_some(self._read_size)
+                    return await self._receive_into(view)
             except STREAM_GONE:
                 if not self._closed:  # not closed by another task: the peer vanished
                     self._read_error = CloseError(CloseCode.ABNORMAL_CLOSURE)
@@ -366,6 +380,15 @@ class Conn:
                 error = TimeoutError("read deadline passed")
                 self._read_error = error
                 raise error
+
+    async def _receive_into(self, view: memoryview) -> int:
+        # As SocketStream.receive_some, which has no recv_into: a socket's
+        # error is the stream's (and cancelling loses nothing, as there).
+        assert self._recv_into is not None
+        try:
+            return await self._recv_into(view)  # type: ignore[no-any-return]
+        except OSError as exc:
+            raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
 
     async def _finish_closing(self) -> None:
         """Send the Close echo (or the Close failing the connection), then close the stream.
@@ -539,19 +562,41 @@ class Conn:
             # After the core's checks, as in wsproto_asyncio: a write after
             # our Close was sent raises CloseSentError, closed or not.
             raise ConnectionResetError("the connection is closed")
+        if deadline == math.inf:  # the usual case: no cancel scope to set up
+            await self._send_queued()
+            return
         with trio.move_on_at(deadline) as scope:
-            async with self._send_lock:
-                # A cancel that arrived while we waited for the lock leaves the
-                # frame whole in the core's queue: the next send takes it.
-                await trio.lowlevel.checkpoint_if_cancelled()
-                while data := self._proto.data_to_send():
-                    await self._send_all(data)
+            await self._send_queued()
         if scope.cancelled_caught:
             # gorilla's write deadline: the connection is done.
             error = TimeoutError("write deadline passed")
             self._write_error = error
             await self.aclose()
             raise error
+
+    async def _send_queued(self) -> None:
+        lock = self._send_lock
+        try:
+            # Free, it is taken without a schedule point: send_all() has one.
+            lock.acquire_nowait()
+        except trio.WouldBlock:
+            await lock.acquire()
+        try:
+            # A cancel that arrived while we waited for the lock leaves the
+            # frame whole in the core's queue: the next send takes it.
+            await trio.lowlevel.checkpoint_if_cancelled()
+            await self._send_all_queued()
+        finally:
+            lock.release()
+
+    async def _send_all_queued(self) -> None:
+        """Send what the core queued, then what was queued meanwhile (Pongs, a Close echo)."""
+        while buffers := self._proto.buffers_to_send():
+            if len(buffers) > 1 and sum(map(len, buffers)) < _JOIN_BELOW:
+                buffers = [b"".join(buffers)]
+            # A large payload goes after its header without a copy to join them.
+            for data in buffers:
+                await self._send_all(data)
 
     async def _flush(self, *, wait: float = 0.0) -> None:
         # The reader never waits long for a busy writer: two peers each stuck
@@ -575,8 +620,7 @@ class Conn:
             # A cancel that arrived before this point has cut nothing: it
             # leaves what is queued whole, for the next send to take.
             await trio.lowlevel.checkpoint_if_cancelled()
-            while data := self._proto.data_to_send():
-                await self._send_all(data)
+            await self._send_all_queued()
         except OSError:
             pass  # the read side reports what matters
         finally:
