@@ -292,7 +292,8 @@ class Conn:
 
     def _release_reader(self) -> None:
         self._reading = False
-        self._reader_left.unpark_all()
+        if self._reader_left:  # someone waits (close_gracefully): rarely
+            self._reader_left.unpark_all()
 
     async def _skip_current_message(self) -> None:
         reader = self._reader
