@@ -11,9 +11,12 @@ Invariants:
   behind a message is found, and the connection failed, only after the
   application has had that message and answered it, as a blocking reader
   would (Autobahn calls the other order "non-strict").
-* The core streams every message (``stream_messages``): a large one comes
-  in bounded pieces, whether the application reads it whole or with
-  ``next_reader()``; one under 64 KiB that arrived whole comes as one event.
+* The core streams every message parsed ahead of the reader, or read with
+  ``next_reader()`` (``stream_messages``): a large one comes in bounded
+  pieces. One under 1 MiB that arrived whole comes as one event, and so
+  does a binary one under 1 MiB arriving (read into place). A message that
+  starts while ``read_message()`` waits comes whole (``Conn`` turns
+  streaming off meanwhile): it would be joined anyway.
 * Unparsed input waits in the core. When more than ``_MAX_UNPARSED``
   bytes wait, or ``max_queue`` events, the transport stops reading until
   the reader catches up, so a fast peer and a slow reader cannot make

@@ -203,6 +203,11 @@ class Conn:
         if self._reading:
             raise ConcurrencyError("another task is reading: a Conn has one reader at a time")
         self._reading = True
+        # A message that starts while we wait for it comes whole: its pieces
+        # would all be joined here anyway, in memory the read limit bounds
+        # (one parsed ahead of the reader still comes in pieces: see _bridge).
+        core = self._proto
+        core.stream_messages = False
         try:
             if self._reader is not None:
                 await self._skip_current_message()
@@ -214,6 +219,7 @@ class Conn:
                     self._partial = (event.message_type, PieceJoiner())
             return await self._join(*self._partial)
         finally:
+            core.stream_messages = True
             self._reading = False
 
     async def next_reader(self) -> tuple[MessageType, MessageReader]:
