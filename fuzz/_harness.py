@@ -289,9 +289,24 @@ class FrameReader:
         return self.closed or self.error is not None
 
     def feed(self, chunk: bytes) -> None:
-        """Feed bytes received, then read every event they complete."""
-        self.conn.receive_data(chunk)
-        self.drain()
+        """Feed bytes received, then read every event they complete.
+
+        While the connection lends the payload of a large message
+        (``payload_buffer()``), the chunk goes into it first, as a
+        transport's ``recv_into()`` would put it: so the chunked feed, which
+        the targets compare with the whole one, also checks reading in place.
+        """
+        conn = self.conn
+        rest = memoryview(chunk)
+        while rest and (view := conn.payload_buffer()) is not None:
+            size = min(len(view), len(rest))
+            view[:size] = rest[:size]
+            conn.payload_received(size)
+            rest = rest[size:]
+            self.drain()
+        if rest or not chunk:
+            conn.receive_data(bytes(rest))
+            self.drain()
 
     def finish(self) -> list[Item]:
         """End the input as the transport would, read what remains, check what was queued.

@@ -940,6 +940,10 @@ class Connection:
         elif message_type == MessageType.PONG:
             self.send_pong(payload)
         elif message_type == MessageType.CLOSE:
+            # The payload is read, and refused if it is wrong, before the
+            # state is looked at (send_close() then raises CloseSentError).
+            if len(payload) > 125:  # a control frame's limit (RFC 6455 §5.5)
+                raise LocalProtocolError("a Close payload is at most 125 bytes")
             try:
                 code, reason = parse_close_payload(bytes(payload))
             except RemoteProtocolError as exc:

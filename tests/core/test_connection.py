@@ -643,6 +643,24 @@ class TestSending:
         assert conn.data_to_send() == b""
         assert conn.state is State.OPEN
 
+    def test_a_bad_close_payload_is_refused_before_the_state_is_looked_at(self) -> None:
+        # Found by fuzz_connection: a Close payload over a control frame's 125
+        # bytes raised CloseSentError once closing, where every other bad
+        # payload raises LocalProtocolError whatever the state.
+        conn = server()
+        conn.send_close()
+        too_long = b"\x03\xe8" + b"r" * 124
+        for payload in (b"\x03", b"\x03\xe8\xff", too_long):
+            with pytest.raises(LocalProtocolError) as info:
+                conn.send_message(MessageType.CLOSE, payload)
+            assert type(info.value) is LocalProtocolError, info.value
+        with pytest.raises(CloseSentError):
+            conn.send_message(MessageType.CLOSE, b"\x03\xe8")
+        open_conn = server()
+        with pytest.raises(LocalProtocolError, match="at most 125 bytes"):
+            open_conn.send_message(MessageType.CLOSE, too_long)
+        assert open_conn.state is State.OPEN
+
     def test_data_to_send_empties_the_queue(self) -> None:
         conn = server()
         assert conn.data_to_send() == b""
