@@ -105,6 +105,7 @@ _TEXT_RUN = 256  # the small pieces of a text message are joined this many at a 
 # A binary frame at least this large that is not here whole when its header
 # is read goes straight into its message (payload.py says why).
 _DIRECT_MIN = 16384
+_JOIN_BELOW = 65536  # buffers_to_send() joins queued frames smaller than this in all
 
 Data = bytes | bytearray | memoryview
 
@@ -865,15 +866,19 @@ class Connection:
     def buffers_to_send(self) -> list[bytes]:
         """Return and forget the bytes queued for the peer, as a list of buffers.
 
-        For a vectored write (``socket.sendmsg()``, ``writelines()``): a
-        server's large payload comes after its header without being joined
-        to it, a copy into fresh memory that costs more than the send
-        (``docs/performance.md``). The same bytes as :meth:`data_to_send`.
+        The same bytes as :meth:`data_to_send`, for a write of each buffer
+        or one vectored write (``socket.sendmsg()``): a server's large
+        payload stays apart from its header, since joining them is a copy
+        into fresh memory that costs more than the send
+        (``docs/performance.md``). Under 64 KiB in all, the frames come
+        joined, as one buffer: a write each would cost more than the copy.
         """
         out = self._out
         if not out:
             return []
         self._out = []
+        if len(out) > 1 and sum(map(len, out)) < _JOIN_BELOW:
+            return [b"".join(out)]
         return out
 
     def _mask_key(self) -> bytes:

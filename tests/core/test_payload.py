@@ -408,5 +408,8 @@ def test_buffers_to_send_holds_what_data_to_send_would() -> None:
     assert len(buffers) == 3  # header, payload, small frame: nothing joined
     assert buffers[1] is payload
     assert b"".join(buffers) == twin.data_to_send()
+    sender.send_text("one")
+    sender.send_text("two")
+    assert sender.buffers_to_send() == [b"\x81\x03one\x81\x03two"]  # small: joined
     assert not sender.has_data_to_send
     assert sender.buffers_to_send() == []

@@ -59,7 +59,6 @@ __all__ = ["Bridge"]
 DEFAULT_MAX_QUEUE = 16
 _LINGER = 1.0  # seconds to drain a peer that keeps sending after we failed the connection
 _MAX_ANSWER_BACKLOG = 65536  # bytes of automatic answers buffered while the peer doesn't read
-_JOIN_BELOW = 65536  # queued frames smaller in all are joined into one write
 _MAX_UNPARSED = 256 * 1024  # bytes received and not yet parsed before reading pauses
 # Smaller messages come as one event when they arrived whole, or are binary
 # (read into place: Connection.stream_min_size): the default read limit.
@@ -390,17 +389,12 @@ class Bridge(asyncio.BufferedProtocol):
         transport = self.transport
         if not buffers or transport is None or transport.is_closing():
             return 0
-        if len(buffers) == 1:
-            transport.write(buffers[0])
-            return len(buffers[0])
-        size = sum(map(len, buffers))
-        if size < _JOIN_BELOW:
-            transport.write(b"".join(buffers))
-        else:
-            # A large payload is not copied to join it to its header (the
-            # transport sends what it can at once; writelines() joins on 3.11).
-            for data in buffers:
-                transport.write(data)
+        size = 0
+        # A write each: a large payload apart from its header, unjoined
+        # (writelines() joins on Python 3.11); small frames come joined.
+        for data in buffers:
+            transport.write(data)
+            size += len(data)
         return size
 
     def check_writable(self) -> None:

@@ -78,7 +78,6 @@ _CONTROL = {MessageType.PING, MessageType.PONG, MessageType.CLOSE}
 _CLOSE_FLUSH_WAIT = 1.0  # seconds the reader waits for a writer to send the last Close
 _LINGER = 1.0  # seconds to drain a peer that keeps sending after we failed the connection
 _CLOSE_WAIT = 1.0  # seconds a client waits for the server to close after the closing handshake
-_JOIN_BELOW = 65536  # queued frames smaller in all go out joined, as one send
 _SEND_BATCH = 65536  # bytes of frames one MessageWriter.write() queues before sending them
 _MAX_HEADER = 14  # bytes of a frame header at most (RFC 6455 §5.2), for the batch's count
 
@@ -593,8 +592,6 @@ class Conn:
     async def _send_all_queued(self) -> None:
         """Send what the core queued, then what was queued meanwhile (Pongs, a Close echo)."""
         while buffers := self._proto.buffers_to_send():
-            if len(buffers) > 1 and sum(map(len, buffers)) < _JOIN_BELOW:
-                buffers = [b"".join(buffers)]
             # A large payload goes after its header without a copy to join them.
             for data in buffers:
                 await self._send_all(data)
