@@ -250,7 +250,7 @@ class Connection:
         self._remaining = 0
         self._offset = 0
         # A large binary message in one frame goes straight into its payload
-        # (see _start_direct), with the view of it lent by payload_buffer().
+        # (see _direct_event), with the view of it lent by payload_buffer().
         self._direct: PayloadBuffer | None = None
         self._direct_view: memoryview | None = None
         # The message being read.
