@@ -575,7 +575,8 @@ class Connection:
         A view is valid until the next call of this method, of
         :meth:`payload_received` or of :meth:`receive_data`.
         """
-        self._release_direct_view()
+        if self._direct_view is not None:
+            self._release_direct_view()
         direct = self._direct
         if direct is None or not self._remaining or self._pos < len(self._buffer):
             return None  # (never an empty view: a read of 0 bytes means the end)

@@ -198,6 +198,14 @@ def server_frame(opcode: int, payload: bytes) -> bytes:
     return serialize_frame(opcode, payload)
 
 
+def started(wire: bytes, **options: object) -> Connection:
+    """A server core given the first 100 bytes of ``wire``: a header, and a little payload."""
+    options.setdefault("max_message_size", None)
+    conn = Connection(Role.SERVER, **options)  # type: ignore[arg-type]
+    conn.receive_data(wire[:100])
+    return conn
+
+
 def drain(conn: Connection) -> list[Event]:
     out = []
     while (event := conn.next_event()) is not None:
@@ -243,20 +251,16 @@ def test_a_client_reads_unmasked_frames_into_place() -> None:
 
 
 def test_no_view_while_input_is_buffered_or_for_other_messages() -> None:
-    conn = Connection(Role.SERVER, max_message_size=None)
-    conn.receive_data(client_frame(Opcode.TEXT, b"t" * LARGE)[:100])  # text: validated as it comes
+    conn = started(client_frame(Opcode.TEXT, b"t" * LARGE))  # text: validated as it comes
     assert drain(conn) == []
     assert conn.payload_buffer() is None
-    conn = Connection(Role.SERVER, max_message_size=None)
-    conn.receive_data(client_frame(Opcode.BINARY, b"b" * LARGE, fin=False)[:100])  # fragment
+    conn = started(client_frame(Opcode.BINARY, b"b" * LARGE, fin=False))  # fragment
     assert drain(conn) == []
     assert conn.payload_buffer() is None
-    conn = Connection(Role.SERVER, max_message_size=None)
-    conn.receive_data(client_frame(Opcode.BINARY, b"b" * 1000)[:100])  # small
+    conn = started(client_frame(Opcode.BINARY, b"b" * 1000))  # small
     assert drain(conn) == []
     assert conn.payload_buffer() is None
-    conn = Connection(Role.SERVER, max_message_size=None, stream_messages=True)
-    conn.receive_data(client_frame(Opcode.BINARY, b"b" * LARGE)[:100])  # streamed
+    conn = started(client_frame(Opcode.BINARY, b"b" * LARGE), stream_messages=True)  # streamed
     drain(conn)
     assert conn.payload_buffer() is None
 
@@ -279,8 +283,7 @@ def test_a_transport_holding_the_view_delays_the_message_until_it_lets_go() -> N
     # uvloop releases the buffer it read into after buffer_updated() returns.
     payload = b"u" * LARGE
     wire = client_frame(Opcode.BINARY, payload)
-    conn = Connection(Role.SERVER, max_message_size=None)
-    conn.receive_data(wire[:100])
+    conn = started(wire)
     drain(conn)
     view = conn.payload_buffer()
     assert view is not None
@@ -313,8 +316,7 @@ def test_payload_received_is_checked() -> None:
 def test_a_lent_view_is_taken_back_by_receive_data_and_by_a_new_one() -> None:
     payload = b"\x01" * LARGE
     wire = client_frame(Opcode.BINARY, payload)
-    conn = Connection(Role.SERVER, max_message_size=None)
-    conn.receive_data(wire[:100])
+    conn = started(wire)
     drain(conn)
     first = conn.payload_buffer()
     second = conn.payload_buffer()
@@ -329,8 +331,7 @@ def test_a_lent_view_is_taken_back_by_receive_data_and_by_a_new_one() -> None:
 
 
 def test_the_end_of_the_stream_in_a_payload_read_in_place() -> None:
-    conn = Connection(Role.SERVER, max_message_size=None)
-    conn.receive_data(client_frame(Opcode.BINARY, b"b" * LARGE)[:100])
+    conn = started(client_frame(Opcode.BINARY, b"b" * LARGE))
     drain(conn)
     view = conn.payload_buffer()
     assert view is not None
@@ -342,8 +343,7 @@ def test_the_end_of_the_stream_in_a_payload_read_in_place() -> None:
 
 
 def test_the_read_limit_applies_before_anything_is_allocated() -> None:
-    conn = Connection(Role.SERVER, max_message_size=LARGE - 1)
-    conn.receive_data(client_frame(Opcode.BINARY, b"b" * LARGE)[:100])
+    conn = started(client_frame(Opcode.BINARY, b"b" * LARGE), max_message_size=LARGE - 1)
     with pytest.raises(ReadLimitError):
         drain(conn)
     assert conn.payload_buffer() is None
