@@ -249,6 +249,83 @@ async def test_reading_pauses_while_the_queue_is_full(anyio_backend):
         assert transport.is_reading()  # resumed once the reader caught up
 
 
+# -- small writes made in one turn of the loop are coalesced ------------------------------------
+
+
+def count_writes(conn: ws.Conn) -> list[int]:
+    """The sizes of the transport's writes from now on."""
+    transport = conn.net_conn()
+    sizes: list[int] = []
+    write = transport.write
+
+    def counting(data: Any) -> None:
+        sizes.append(len(data))
+        write(data)
+
+    transport.write = counting  # type: ignore[method-assign]
+    return sizes
+
+
+async def test_small_writes_in_one_turn_leave_in_one_transport_write(anyio_backend):
+    async with raw_server(ws) as (client, peer):
+        writes = count_writes(client)
+        for i in range(100):
+            await client.write_message(ws.MessageType.TEXT, f"message {i}")
+        assert writes == []  # held until the turn ends
+        await asyncio.sleep(0)
+        assert len(writes) == 1
+        for i in range(100):
+            assert (await peer.data_frame()).payload == f"message {i}".encode()
+
+
+async def test_a_write_goes_out_while_the_writer_waits_for_something_else(anyio_backend):
+    async with raw_server(ws) as (client, peer):
+        writes = count_writes(client)
+        await client.write_message(ws.MessageType.BINARY, b"no read follows")
+        await asyncio.sleep(0.01)
+        assert writes
+        assert (await peer.data_frame()).payload == b"no read follows"
+
+
+async def test_coalescing_holds_back_at_most_64_kib(anyio_backend):
+    # A writer that never yields (its writes never wait) must not make the
+    # core hold an unbounded amount: past 64 KiB the frames go at once.
+    async with raw_server(ws) as (client, peer):
+        writes = count_writes(client)
+        payload = bytes(1000)
+        frame_size = 2 + 2 + 4 + len(payload)  # header, 16-bit length, mask key
+        for i in range(300):
+            await client.write_message(ws.MessageType.BINARY, payload)
+            held_back = (i + 1) * frame_size - sum(writes)
+            assert 0 <= held_back <= 65536
+        assert len(writes) >= 4
+        for _ in range(300):
+            assert (await peer.data_frame()).payload == payload
+
+
+async def test_close_sends_what_was_written_before_it(anyio_backend):
+    async with raw_server(ws) as (client, peer):
+        await client.write_message(ws.MessageType.TEXT, "last words")
+        await client.close()
+        assert (await peer.data_frame()).payload == b"last words"
+        assert await peer.at_eof()
+
+
+async def test_a_read_that_waits_sends_what_the_task_wrote_first(anyio_backend):
+    async with raw_server(ws) as (client, peer):
+        writes = count_writes(client)
+        await client.write_message(ws.MessageType.TEXT, "question")
+
+        async def answer() -> None:
+            assert (await peer.data_frame()).payload == b"question"
+            await peer.send(Opcode.TEXT, b"answer")
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(answer)
+            assert await client.read_message() == (ws.MessageType.TEXT, "answer")
+        assert len(writes) == 1
+
+
 async def test_deadlines_are_loop_time(anyio_backend):
     async with ws_pair(ws) as (client, _):
         loop = asyncio.get_running_loop()

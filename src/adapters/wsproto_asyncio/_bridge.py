@@ -27,9 +27,14 @@ Invariants:
   Pings and never reads the Pongs is throttled, as a blocking reader that
   must send each Pong would be. The application's own writes never stop
   reading, so two peers writing big messages at each other don't deadlock.
-* Writes never wait inside the bridge: ``write()`` hands whole frames to the
-  transport, and ``drain()`` waits while its buffer is over the high-water
-  mark. A cancelled ``drain()`` leaves no frame half-written.
+* Writes never wait inside the bridge, and small ones are coalesced: a
+  frame the application writes stays in the core until the end of the
+  current turn of the event loop (``flush_soon()``), or until the task
+  waits to read, or until 64 KiB are queued, so a burst of small messages
+  costs one ``send()``, not one each (W3). The frames then go to the
+  transport whole, and ``drain()`` waits while its buffer is over the
+  high-water mark. A cancelled ``drain()`` leaves no frame half-written.
+  Closing the transport sends what is queued first.
 * Nothing here decides a protocol question; the core does.
 """
 
@@ -60,6 +65,10 @@ DEFAULT_MAX_QUEUE = 16
 _LINGER = 1.0  # seconds to drain a peer that keeps sending after we failed the connection
 _MAX_ANSWER_BACKLOG = 65536  # bytes of automatic answers buffered while the peer doesn't read
 _MAX_UNPARSED = 256 * 1024  # bytes received and not yet parsed before reading pauses
+# Bytes the application may write in one turn of the loop before they are
+# handed to the transport at once: bounds the memory held back, and a
+# larger write costs more in copying than a system call saves.
+_COALESCE_BELOW = 65536
 # Smaller messages come as one event when they arrived whole, or are binary
 # (read into place: Connection.stream_min_size): the default read limit.
 _WHOLE_BELOW = 1024 * 1024 + 1
@@ -97,8 +106,10 @@ class Bridge(asyncio.BufferedProtocol):
     __slots__ = (
         "_answer_backlog",
         "_closing",
+        "_deferred",
         "_drain_waiters",
         "_ended",
+        "_flush_scheduled",
         "_in_place",
         "_loop",
         "_lost",
@@ -147,6 +158,8 @@ class Bridge(asyncio.BufferedProtocol):
         self._drain_waiters: list[asyncio.Future[None]] | None = None
         self._writing_paused = False
         self._reading_paused = False
+        self._deferred = 0  # about how many bytes written wait for flush_soon()'s flush
+        self._flush_scheduled = False
         # Why reading is paused: the queue is full, or the peer doesn't read
         # the answers the core queued on its own (bytes sent since writing paused).
         self._queue_full = False
@@ -301,7 +314,10 @@ class Bridge(asyncio.BufferedProtocol):
         core = self.core
         if core.close_received is not None and not self._peer_done:
             self._set_peer_closed()
-        if flush:
+        if flush and not self._flush_scheduled:
+            # Answers go out now. With a flush scheduled, they go out with
+            # the application's writes at the end of this turn (writing is
+            # not paused then: see flush_soon(), so there is no backlog).
             sent = self.flush()
             if self._writing_paused:
                 self._answer_backlog += sent
@@ -324,6 +340,34 @@ class Bridge(asyncio.BufferedProtocol):
             self._update_reading()
         return event
 
+    def parse_next(self) -> Event | None:
+        """The next event for a reader that found the queue empty, if it is here.
+
+        The reader's fast path: no coroutine, and none of the bookkeeping
+        that parsing a message leaves unchanged. ``None``: wait with
+        :meth:`next_event`, which also raises a queued error.
+        """
+        if self.error is not None or self._reading_paused or self.on_ready is not None:
+            return None
+        try:
+            event = self.core.next_event()
+        except (RemoteProtocolError, HandshakeError) as exc:
+            self.error = exc
+            self._settle()
+            return None
+        if event is None:
+            return None
+        if type(event) in _MESSAGE_EVENTS:
+            # Taken at once: the queue stays empty, reading stays on (less is
+            # unparsed than before), and parsing a message queues no answer.
+            return event
+        # A control event: what it changes is settled as for any other.
+        self.events.append(event)
+        if type(event) is Pong and self.on_pong is not None:
+            self.on_pong(event.payload)
+        self._settle()
+        return self.pop()
+
     async def next_event(self, deadline: float | None = None) -> Event:
         """The next event, waiting for it until ``deadline`` (``loop.time()``).
 
@@ -342,6 +386,8 @@ class Bridge(asyncio.BufferedProtocol):
                 break
             if self.error is not None:
                 raise self.error
+            if self._flush_scheduled:
+                self.flush()  # the task waits: what it wrote goes now, not a turn later
             waiter = self._waiter = self._loop.create_future()
             try:
                 if deadline is None:
@@ -383,8 +429,32 @@ class Bridge(asyncio.BufferedProtocol):
 
     # -- writing -----------------------------------------------------------------
 
+    def flush_soon(self, size: int) -> None:
+        """Hand what the core queued to the transport by the end of this turn of the loop.
+
+        ``size`` is about how many bytes the caller just queued. Small writes
+        made in the same turn then leave in one ``send()``; once 64 KiB wait,
+        or while the transport holds more than its high-water mark (every
+        write is a copy into its buffer then, and ``drain()`` must see it),
+        they go at once.
+        """
+        deferred = self._deferred + size
+        if deferred >= _COALESCE_BELOW or self._writing_paused:
+            self.flush()
+        else:
+            self._deferred = deferred
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                self._loop.call_soon(self._scheduled_flush)
+
+    def _scheduled_flush(self) -> None:
+        if self._flush_scheduled:  # else flushed meanwhile
+            self.flush()
+
     def flush(self) -> int:
         """Hand what the core queued to the transport; return how many bytes."""
+        self._deferred = 0
+        self._flush_scheduled = False
         buffers = self.core.buffers_to_send()
         transport = self.transport
         if not buffers or transport is None or transport.is_closing():
@@ -426,6 +496,7 @@ class Bridge(asyncio.BufferedProtocol):
         if transport is None:
             return
         self._closing = True
+        self.flush()  # the Close, and anything written before it
         if isinstance(self.error, RemoteProtocolError) and transport.can_write_eof():
             # Closing with unread input makes TCP send a reset, which may
             # destroy the Close just sent before the peer reads it. So after
@@ -447,6 +518,7 @@ class Bridge(asyncio.BufferedProtocol):
         """Close the transport after sending what it holds; abort after ``timeout``."""
         if self.transport is None:
             return
+        self.flush()  # written, so sent before the transport closes
         if not self._closing:
             # Otherwise the core's close is under way, perhaps lingering after
             # a failure so the peer reads our Close before any reset: closing

@@ -53,7 +53,7 @@ from wsproto_core import (
 from wsproto_core.assembly import PieceJoiner
 from wsproto_core.options import opening_request, opening_response
 
-from ._bridge import Bridge
+from ._bridge import _MESSAGE_EVENTS, Bridge
 
 __all__ = ["Conn", "MessageReader", "MessageWriter"]
 
@@ -212,9 +212,12 @@ class Conn:
             if self._reader is not None:
                 await self._skip_current_message()
             while self._partial is None:
-                event = await self._next_message_event()
+                event = self._poll_message_event()  # no coroutine if it is here
+                if event is None:
+                    event = await self._next_message_event()
                 if type(event) is Message:
-                    return event.message_type, event.data
+                    data = event.data
+                    return (MessageType.TEXT if type(data) is str else MessageType.BINARY), data
                 if type(event) is MessageStart:  # a large message, or one still arriving
                     self._partial = (event.message_type, PieceJoiner())
             return await self._join(*self._partial)
@@ -300,40 +303,57 @@ class Conn:
         if reader is not None:
             await reader._discard()
 
-    async def _next_message_event(self) -> Event:
-        """The next message event; control events go to their handlers."""
+    def _poll_message_event(self) -> Event | None:
+        """The next message event if it is here, else ``None``; control events go to their handlers.
+
+        A plain call, not a coroutine: reading a message that is already
+        here (the common case when they come in bursts) creates none.
+        """
         bridge = self._bridge
         while True:
-            # Inlined, not a coroutine of its own: one coroutine fewer per
-            # read, and per idle connection (the collector walks them all).
             if self._read_error is not None:
                 raise self._read_error
-            if bridge.events:  # the common case: no wait, no coroutine to create
-                event = bridge.pop()
-            else:
-                try:
-                    event = await bridge.next_event(self._read_deadline)
-                except (RemoteProtocolError, TimeoutError) as exc:
-                    # A TimeoutError here is our deadline: a caller's asyncio.timeout
-                    # cancels instead, which leaves the connection usable.
-                    self._read_error = exc
-                    raise
-            cls = type(event)
-            if cls is Ping:
-                if self._ping_handler is not None:
-                    self._ping_handler(event.payload)  # type: ignore[attr-defined]
-            elif cls is Pong:
-                if self._pong_handler is not None:
-                    self._pong_handler(event.payload)  # type: ignore[attr-defined]
-            elif cls is Close:
-                assert isinstance(event, Close)
-                error = CloseError(event.code, event.reason)
-                self._read_error = error
-                if self._close_handler is not None:
-                    self._close_handler(event.code, event.reason)
-                raise error
-            else:
+            event = bridge.pop() if bridge.events else bridge.parse_next()
+            if event is None:
+                return None
+            if type(event) in _MESSAGE_EVENTS:
                 return event
+            self._control_event(event)
+
+    async def _next_message_event(self) -> Event:
+        """The next message event, waiting for it; control events go to their handlers."""
+        bridge = self._bridge
+        while True:
+            event = self._poll_message_event()
+            if event is not None:
+                return event
+            try:
+                event = await bridge.next_event(self._read_deadline)
+            except (RemoteProtocolError, TimeoutError) as exc:
+                # A TimeoutError here is our deadline: a caller's asyncio.timeout
+                # cancels instead, which leaves the connection usable.
+                self._read_error = exc
+                raise
+            if type(event) in _MESSAGE_EVENTS:
+                return event
+            self._control_event(event)
+
+    def _control_event(self, event: Event) -> None:
+        """Hand a Ping, Pong or Close to its handler; a Close ends reading with ``CloseError``."""
+        cls = type(event)
+        if cls is Ping:
+            if self._ping_handler is not None:
+                self._ping_handler(event.payload)  # type: ignore[attr-defined]
+        elif cls is Pong:
+            if self._pong_handler is not None:
+                self._pong_handler(event.payload)  # type: ignore[attr-defined]
+        elif cls is Close:
+            assert isinstance(event, Close)
+            error = CloseError(event.code, event.reason)
+            self._read_error = error
+            if self._close_handler is not None:
+                self._close_handler(event.code, event.reason)
+            raise error
 
     # -- writing -----------------------------------------------------------------
 
@@ -350,7 +370,12 @@ class Conn:
         self._take_writer_role()
         try:
             self._proto.send_message(message_type, data)
-            await self._flush(self._write_deadline)
+            # _flush() inlined: one coroutine fewer per message.
+            bridge = self._bridge
+            bridge.check_writable()
+            bridge.flush_soon(len(data))
+            if bridge._writing_paused:
+                await self._drain(self._write_deadline)
         finally:
             self._writing = False
 
@@ -363,7 +388,7 @@ class Conn:
         self._take_writer_role()
         try:
             self._proto.send_prepared(message)
-            await self._flush(self._write_deadline)
+            await self._flush(self._write_deadline, len(message.data))
         finally:
             self._writing = False
 
@@ -420,7 +445,7 @@ class Conn:
             raise LocalProtocolError("write_control() sends Ping, Pong or Close")
         self._check_write_error()
         self._proto.send_message(message_type, data)
-        await self._flush(deadline)
+        await self._flush(deadline, len(data))
 
     def _write_control_nowait(self, message_type: MessageType, data: bytes) -> None:
         """Queue a control frame without waiting for the transport to take it (for serve())."""
@@ -429,10 +454,15 @@ class Conn:
         self._bridge.check_writable()
         self._bridge.flush()
 
-    async def _flush(self, deadline: float | None) -> None:
+    async def _flush(self, deadline: float | None, size: int) -> None:
+        # ``size``: about how many bytes were just queued (see Bridge.flush_soon).
         bridge = self._bridge
         bridge.check_writable()
-        bridge.flush()
+        bridge.flush_soon(size)
+        await self._drain(deadline)
+
+    async def _drain(self, deadline: float | None) -> None:
+        bridge = self._bridge
         try:
             await bridge.drain(deadline)
         except TimeoutError as exc:
@@ -758,4 +788,4 @@ class MessageWriter:
         else:
             core.send_binary(data, fin=fin)
         # The frame is queued whole: a cancelled wait below cuts nothing in half.
-        await self._conn._flush(self._conn._write_deadline)
+        await self._conn._flush(self._conn._write_deadline, len(data))
