@@ -28,10 +28,12 @@ Invariants:
   must send each Pong would be. The application's own writes never stop
   reading, so two peers writing big messages at each other don't deadlock.
 * Writes never wait inside the bridge, and small ones are coalesced: a
-  frame the application writes stays in the core until the end of the
-  current turn of the event loop (``flush_soon()``), or until the task
-  waits to read, or until 64 KiB are queued, so a burst of small messages
-  costs one ``send()``, not one each (W3). The frames then go to the
+  write that follows another with no read or wait between them stays in
+  the core until the end of the current turn of the event loop
+  (``flush_soon()``), or until the task waits to read, or until 64 KiB
+  are queued, so a burst of small messages costs two ``send()`` calls,
+  not one each (W3), and a lone write (a request, an answer) still goes
+  at once, with no extra turn of the loop (W2). The frames then go to the
   transport whole, and ``drain()`` waits while its buffer is over the
   high-water mark. A cancelled ``drain()`` leaves no frame half-written.
   Closing the transport sends what is queued first.
@@ -110,6 +112,7 @@ class Bridge(asyncio.BufferedProtocol):
         "_drain_waiters",
         "_ended",
         "_flush_scheduled",
+        "_wrote",
         "_in_place",
         "_loop",
         "_lost",
@@ -160,6 +163,9 @@ class Bridge(asyncio.BufferedProtocol):
         self._reading_paused = False
         self._deferred = 0  # about how many bytes written wait for flush_soon()'s flush
         self._flush_scheduled = False
+        # A write went out with no read or wait since: the next one may be
+        # part of a burst, and is held (see flush_soon()).
+        self._wrote = False
         # Why reading is paused: the queue is full, or the peer doesn't read
         # the answers the core queued on its own (bytes sent since writing paused).
         self._queue_full = False
@@ -236,6 +242,7 @@ class Bridge(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         self.last_received = self._loop.time()
+        self._wrote = False  # a new turn of the loop: no burst under way
         if self._in_place:
             self.core.payload_received(nbytes)
             # uvloop holds the view until this returns, and the core delivers
@@ -388,6 +395,7 @@ class Bridge(asyncio.BufferedProtocol):
                 raise self.error
             if self._flush_scheduled:
                 self.flush()  # the task waits: what it wrote goes now, not a turn later
+            self._wrote = False  # and its next write comes in a later turn
             waiter = self._waiter = self._loop.create_future()
             try:
                 if deadline is None:
@@ -432,14 +440,22 @@ class Bridge(asyncio.BufferedProtocol):
     def flush_soon(self, size: int) -> None:
         """Hand what the core queued to the transport by the end of this turn of the loop.
 
-        ``size`` is about how many bytes the caller just queued. Small writes
-        made in the same turn then leave in one ``send()``; once 64 KiB wait,
-        or while the transport holds more than its high-water mark (every
-        write is a copy into its buffer then, and ``drain()`` must see it),
-        they go at once.
+        ``size`` is about how many bytes the caller just queued. A first
+        write goes at once; one that follows it with no read or wait
+        between (a burst) is held, and the writes held in a turn leave in
+        one ``send()``. Once 64 KiB wait, or while the transport holds more
+        than its high-water mark (every write is a copy into its buffer
+        then, and ``drain()`` must see it), they go at once.
+
+        Holding a write is always safe, whatever the task does next: the
+        flush is scheduled. ``_wrote`` only spares a lone write that
+        schedule, a turn of the loop later.
         """
         deferred = self._deferred + size
         if deferred >= _COALESCE_BELOW or self._writing_paused:
+            self.flush()
+        elif not self._wrote and not self._flush_scheduled:
+            self._wrote = True
             self.flush()
         else:
             self._deferred = deferred
@@ -448,6 +464,7 @@ class Bridge(asyncio.BufferedProtocol):
                 self._loop.call_soon(self._scheduled_flush)
 
     def _scheduled_flush(self) -> None:
+        self._wrote = False  # the turn of the burst has ended
         if self._flush_scheduled:  # else flushed meanwhile
             self.flush()
 
