@@ -212,9 +212,8 @@ class Conn:
             if self._reader is not None:
                 await self._skip_current_message()
             while self._partial is None:
-                event = self._poll_message_event()  # no coroutine if it is here
-                if event is None:
-                    event = await self._next_message_event()
+                # No coroutine if the message is here.
+                event = self._poll_message_event() or await self._wait_message_event()
                 if type(event) is Message:
                     data = event.data
                     return (MessageType.TEXT if type(data) is str else MessageType.BINARY), data
@@ -322,11 +321,12 @@ class Conn:
 
     async def _next_message_event(self) -> Event:
         """The next message event, waiting for it; control events go to their handlers."""
+        return self._poll_message_event() or await self._wait_message_event()
+
+    async def _wait_message_event(self) -> Event:
+        """As :meth:`_next_message_event`, once :meth:`_poll_message_event` found none."""
         bridge = self._bridge
         while True:
-            event = self._poll_message_event()
-            if event is not None:
-                return event
             try:
                 event = await bridge.next_event(self._read_deadline)
             except (RemoteProtocolError, TimeoutError) as exc:
@@ -337,6 +337,8 @@ class Conn:
             if type(event) in _MESSAGE_EVENTS:
                 return event
             self._control_event(event)
+            if (polled := self._poll_message_event()) is not None:
+                return polled
 
     def _control_event(self, event: Event) -> None:
         """Hand a Ping, Pong or Close to its handler; a Close ends reading with ``CloseError``."""
