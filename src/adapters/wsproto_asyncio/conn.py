@@ -328,7 +328,18 @@ class Conn:
         bridge = self._bridge
         while True:
             try:
-                event = await bridge.next_event(self._read_deadline)
+                # Bridge.next_event() inlined: a reader waiting at an idle
+                # connection is one coroutine smaller (W5).
+                while (waiter := bridge.waiter()) is not None:
+                    try:
+                        if self._read_deadline is None:
+                            await waiter
+                        else:
+                            async with asyncio.timeout_at(self._read_deadline):
+                                await waiter
+                    finally:
+                        bridge.stop_waiting()
+                event = bridge.pop()
             except (RemoteProtocolError, TimeoutError) as exc:
                 # A TimeoutError here is our deadline: a caller's asyncio.timeout
                 # cancels instead, which leaves the connection usable.

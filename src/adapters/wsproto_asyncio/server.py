@@ -61,7 +61,6 @@ class Server:
         # every connection, kept as long as it is open.
         self._on_connect = self._connected
         self._on_ready = self._ready
-        self._forget_task = self._tasks.discard
         self._conns: set[Conn] = set()
         self._stopping = False
         self._stopped = asyncio.Event()
@@ -102,9 +101,9 @@ class Server:
         timer = self._pending.pop(bridge, None)
         if timer is not None:
             timer.cancel()
-        task = asyncio.get_running_loop().create_task(self._run(bridge))
-        self._tasks.add(task)
-        task.add_done_callback(self._forget_task)
+        # The task leaves the set itself (_run): a done callback would cost
+        # the collector four more objects per connection (W5).
+        self._tasks.add(asyncio.get_running_loop().create_task(self._run(bridge)))
 
     def _timed_out(self, bridge: Bridge) -> None:
         del self._pending[bridge]
@@ -114,34 +113,37 @@ class Server:
 
     async def _run(self, bridge: Bridge) -> None:
         try:
-            conn = await self.upgrader.handshake(
-                bridge, http_handler=self.http_handler, process_request=self.process_request
-            )
-        except HandshakeError as exc:
-            logger.info("refused a handshake from %r: %s", _peer_of(bridge), exc)
-            return
-        except (OSError, TimeoutError) as exc:
-            logger.info("handshake failed: %r (from %r)", exc, _peer_of(bridge))
-            return
-        except Exception:
-            # The hook's own exception: the client got a 500 (see Upgrader.handshake).
-            logger.exception("a request hook failed (http_handler or process_request)")
-            bridge.abort()
-            return
-        self._conns.add(conn)
-        try:
-            if self._stopping:
-                # Opened while the server was shutting down: close it as the others.
-                await conn.close_gracefully(CloseCode.GOING_AWAY, _GOING_AWAY, 1.0)
+            try:
+                conn = await self.upgrader.handshake(
+                    bridge, http_handler=self.http_handler, process_request=self.process_request
+                )
+            except HandshakeError as exc:
+                logger.info("refused a handshake from %r: %s", _peer_of(bridge), exc)
                 return
-            await self.handler(conn)
-        except (WebSocketError, OSError) as exc:
-            logger.debug("connection ended: %r", exc)
-        except Exception:
-            logger.exception("the handler failed")
+            except (OSError, TimeoutError) as exc:
+                logger.info("handshake failed: %r (from %r)", exc, _peer_of(bridge))
+                return
+            except Exception:
+                # The hook's own exception: the client got a 500 (see Upgrader.handshake).
+                logger.exception("a request hook failed (http_handler or process_request)")
+                bridge.abort()
+                return
+            self._conns.add(conn)
+            try:
+                if self._stopping:
+                    # Opened while the server was shutting down: close it as the others.
+                    await conn.close_gracefully(CloseCode.GOING_AWAY, _GOING_AWAY, 1.0)
+                    return
+                await self.handler(conn)
+            except (WebSocketError, OSError) as exc:
+                logger.debug("connection ended: %r", exc)
+            except Exception:
+                logger.exception("the handler failed")
+            finally:
+                self._conns.discard(conn)
+                await conn.close()
         finally:
-            self._conns.discard(conn)
-            await conn.close()
+            self._tasks.discard(asyncio.current_task())
 
     async def serve_forever(self) -> None:
         """Wait until the server is shut down (or the task is cancelled)."""
@@ -180,6 +182,8 @@ class Server:
             conn.net_conn().abort()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=1.0)
+        # A task cancelled before it started never ran the code that leaves the set.
+        self._tasks = {task for task in self._tasks if not task.done()}
         if self._server is not None:
             await self._server.wait_closed()
         self._stopped.set()
