@@ -3,6 +3,8 @@
 The input is ``_harness.Layout``: bytes from a peer, then option bits and chunk
 sizes at the end. Checked:
 
+* ``read_message``, the receive loop's fast path, and its compiled twin
+  agree, and take only a whole message that ``parse_frame`` reads the same.
 * ``parse_header`` / ``parse_frame``, frame after frame from position 0: each
   gives a frame, ``None`` (incomplete) or ``RemoteProtocolError`` 1002, and
   the two agree. A frame re-serialized with its own masking key parses back
@@ -34,7 +36,7 @@ with atheris.instrument_imports(include=["wsproto_core"]):
         Role,
         parse_frame,
     )
-    from wsproto_core.frames import parse_header
+    from wsproto_core.frames import parse_header, read_message, read_message_fast
 
 _LIMITS = (DEFAULT_MAX_MESSAGE_SIZE, None, 0, 1, 16, 125, 300, 65536)
 
@@ -44,10 +46,30 @@ def _shortest_header(length: int, masked: bool) -> int:
     return 2 + extra + (4 if masked else 0)
 
 
+def check_message_reader(wire: bytes, pos: int) -> None:
+    """``read_message`` (and its compiled twin) takes only what ``parse_frame`` reads the same."""
+    for client in (False, True):
+        got = read_message(wire, pos, client, None, None)
+        if read_message_fast is not None:
+            assert read_message_fast(wire, pos, client, None, None) == got, "twins disagree"
+        if got is None:
+            continue
+        parsed = parse_frame(wire, pos)
+        assert parsed is not None, got
+        frame, masked, end = parsed
+        assert masked is not client, (frame, got)
+        assert frame.fin, (frame, got)
+        assert not frame.rsv, (frame, got)
+        assert end == got[1], (end, got)
+        payload = frame.payload.decode() if frame.opcode == 1 else frame.payload
+        assert got[0] == payload, (frame, got)
+
+
 def check_codec(wire: bytes) -> None:
     """Parse ``wire`` frame after frame, checking each frame's round trip."""
     pos = 0
     while pos < len(wire):
+        check_message_reader(wire, pos)
         code = _error_code(parse_header, wire, pos)
         if code is not None:
             assert code == _error_code(parse_frame, wire, pos) == CloseCode.PROTOCOL_ERROR, code

@@ -1,6 +1,6 @@
 # The compiled twins of wsproto_core.mask's pure functions, the fast path of
-# frames.read_header, and payload.PurePayloadBuffer's twin (see _speedups.c);
-# the signatures are theirs, so either can stand for the other.
+# frames.read_header, frames.read_message's twin, and payload.PurePayloadBuffer's
+# twin (see _speedups.c); the signatures are theirs, so either can stand for the other.
 
 from types import NotImplementedType
 
@@ -11,6 +11,13 @@ def mask_frame(
 def read_header(
     buf: bytes | bytearray | memoryview, pos: int
 ) -> tuple[bool, int, int, int, bytes | None, int] | NotImplementedType | None: ...
+def read_message(
+    buf: bytes | bytearray | memoryview,
+    pos: int,
+    client: bool,
+    max_size: int | None,
+    stream_below: int | None,
+) -> tuple[str | bytes, int] | None: ...
 
 class PayloadBuffer:
     """The compiled twin of wsproto_core.payload.PurePayloadBuffer."""

@@ -69,6 +69,7 @@ from .frames import (
     parse_close_payload,
     read_header,
     read_header_fast,
+    read_message_fast,
     serialize_header,
 )
 from .handshake import (
@@ -111,6 +112,8 @@ Data = bytes | bytearray | memoryview
 
 
 _pack_short = struct.Struct("!BB").pack  # a header with a 7-bit length (RFC 6455 §5.2)
+_pack_medium = struct.Struct("!BBH").pack  # ... with a 16-bit length
+_MASKED = 0x80  # the MASK bit of a header's second byte
 _new = object.__new__
 # The slot's descriptor: sets the field of a frozen event that nobody has seen yet.
 _set_message_data: Callable[[Message, str | bytes], None] = vars(Message)["data"].__set__
@@ -449,6 +452,22 @@ class Connection:
                 continue
             pos = self._pos
             if not self._in_frame:
+                if read_message_fast is not None and not self._reading:
+                    # The commonest frame (a small whole message) in one
+                    # compiled call; for any other, None, and on as below,
+                    # which applies every rule (frames.read_message).
+                    got = read_message_fast(
+                        buf,
+                        pos,
+                        self._client,
+                        self._max_size,
+                        self.stream_min_size if self.stream_messages else None,
+                    )
+                    if got is not None:
+                        data, self._pos = got
+                        message = _new(Message)
+                        _set_message_data(message, data)
+                        return message
                 header = read_header_fast(buf, pos)
                 if header is None:
                     return self._end_of_input()
@@ -893,7 +912,14 @@ class Connection:
     def _queue(self, opcode: Opcode, payload: Data, *, fin: bool = True, rsv: int = 0) -> None:
         if self._client:
             key = self._mask_key()
-            header = serialize_header(opcode, len(payload), fin=fin, rsv=rsv, mask_key=key)
+            size = len(payload)
+            # The common headers inline (no call, no keywords; RFC 6455 §5.2).
+            if size < 126:
+                header = _pack_short(opcode | rsv | (FIN if fin else 0), _MASKED | size) + key
+            elif size < 0x10000:
+                header = _pack_medium(opcode | rsv | (FIN if fin else 0), _MASKED | 126, size) + key
+            else:
+                header = serialize_header(opcode, size, fin=fin, rsv=rsv, mask_key=key)
             # One object, one copy of the payload: a second fresh buffer for a
             # large frame costs more in page faults than the masking itself.
             self._out.append(mask_frame(header, payload, key))

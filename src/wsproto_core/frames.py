@@ -32,6 +32,7 @@ __all__ = [
     "parse_frame",
     "parse_header",
     "read_header",
+    "read_message",
     "serialize_frame",
 ]
 
@@ -130,6 +131,77 @@ read_header_fast: Callable[[bytes | bytearray, int], Any] = (
 It returns what :func:`read_header` returns, except that where that raises
 it returns ``NotImplemented``: the caller then calls :func:`read_header` on
 the same input to raise the RFC's error. So the rules stay in one place."""
+
+
+_FAST_MESSAGE_BELOW = 65536  # read_message() takes payloads shorter than this
+
+
+def read_message(
+    buf: bytes | bytearray | memoryview,
+    pos: int,
+    client: bool,
+    max_size: int | None,
+    stream_below: int | None,
+) -> tuple[str | bytes, int] | None:
+    """Read a small unfragmented text or binary message whole, if one starts at ``buf[pos]``.
+
+    The receive loop's fast path for the commonest frame. It takes only a
+    frame that is complete in ``buf``, has FIN set and no RSV bits, is text
+    or binary, is masked exactly when ``client`` is false (the peer is a
+    client: RFC 6455 §5.1), and whose payload is under 64 KiB, at most
+    ``max_size`` and under ``stream_below`` (``None``: no bound), and for
+    text is valid UTF-8. For anything else it returns ``None`` and consumes
+    nothing: the caller parses the frame as usual, which raises the RFC's
+    error where one applies, so no rule lives only here.
+
+    Returns:
+        ``(data, end)``: ``str`` for text, ``bytes`` for binary, unmasked,
+        and the position just after the frame.
+    """
+    if pos < 0:
+        raise ValueError("read_message() needs a position >= 0")
+    available = len(buf) - pos
+    if available < 2:
+        return None
+    first = buf[pos]
+    second = buf[pos + 1]
+    if first not in (FIN | Opcode.TEXT, FIN | Opcode.BINARY) or bool(second & _MASKED) is client:
+        return None
+    length = second & 0x7F
+    size = 2
+    if length == 127:
+        return None
+    if length == 126:
+        if available < 4:
+            return None
+        (length,) = _unpack_medium(buf, pos + 2)
+        size = 4
+    if not client:
+        size += 4
+    if (
+        available - size < length
+        or (max_size is not None and length > max_size)
+        or (stream_below is not None and length >= stream_below)
+        or length >= _FAST_MESSAGE_BELOW
+    ):
+        return None
+    start = pos + size
+    payload = bytes(buf[start : start + length])
+    if not client:
+        payload = apply_mask(payload, bytes(buf[start - 4 : start]))
+    if first == FIN | Opcode.TEXT:
+        try:
+            return payload.decode("utf-8"), start + length
+        except UnicodeDecodeError:
+            return None
+    return payload, start + length
+
+
+read_message_fast: Callable[..., tuple[str | bytes, int] | None] | None = getattr(
+    compiled_module, "read_message", None
+)
+""":func:`read_message`'s compiled twin when built, else ``None``: the receive
+loop's own pure path is as fast as the pure function would be."""
 
 
 def parse_header(buf: bytes | bytearray | memoryview, pos: int = 0) -> FrameHeader | None:

@@ -18,6 +18,8 @@ from wsproto_core.frames import (
     parse_header,
     read_header,
     read_header_fast,
+    read_message,
+    read_message_fast,
     serialize_frame,
 )
 from wsproto_core.mask import COMPILED, apply_mask
@@ -252,3 +254,133 @@ def test_the_receive_loop_uses_the_compiled_parser_when_built() -> None:
             read_header_fast(b"\x81\x00", -1)
     else:
         assert read_header_fast is read_header
+
+
+# -- the small message reader (the receive loop's fast path) -------------------------------
+
+
+def _frame(first: int, payload: bytes, *, masked: bool, long_form: bool = False) -> bytes:
+    """A frame with any first byte; ``long_form`` spells a short length in 16 bits."""
+    length = len(payload)
+    head = bytes([first])
+    mask_bit = 0x80 if masked else 0
+    if length < 126 and not long_form:
+        head += bytes([mask_bit | length])
+    elif length < 0x10000:
+        head += bytes([mask_bit | 126]) + length.to_bytes(2, "big")
+    else:
+        head += bytes([mask_bit | 127]) + length.to_bytes(8, "big")
+    return head + (KEY + apply_mask(payload, KEY) if masked else payload)
+
+
+@pytest.mark.parametrize("client", [False, True], ids=["server", "client"])
+def test_read_message_takes_a_whole_small_message(client: bool) -> None:
+    masked = not client
+    text = _frame(0x81, "héllo ✓ 𝄞".encode(), masked=masked)
+    binary = _frame(0x82, bytes(range(256)) * 3, masked=masked)
+    buf = b"xy" + text + binary + b"\x81"
+    assert read_message(buf, 2, client, None, None) == ("héllo ✓ 𝄞", 2 + len(text))
+    end = 2 + len(text) + len(binary)
+    assert read_message(buf, 2 + len(text), client, 1 << 20, 1 << 20) == (
+        bytes(range(256)) * 3,
+        end,
+    )
+    assert read_message(buf, end, client, None, None) is None  # incomplete
+    empty = _frame(0x82, b"", masked=masked)
+    assert read_message(empty, 0, client, 0, None) == (b"", len(empty))
+    assert read_message(_frame(0x81, b"ab", masked=masked, long_form=True), 0, client, None, None)
+
+
+@pytest.mark.parametrize(
+    ("first", "payload", "options", "why"),
+    [
+        (0x01, b"x", {}, "not the last fragment"),
+        (0x80, b"x", {}, "a continuation"),
+        (0x89, b"x", {}, "a control frame"),
+        (0xC1, b"x", {}, "RSV1 (compressed)"),
+        (0x81, b"\xff", {}, "invalid UTF-8: the usual path fails with 1007"),
+        (0x81, b"\xed\xa0\x80", {}, "a surrogate is not UTF-8"),
+        (0x82, b"x" * 11, {"max_size": 10}, "over the read limit: the usual path fails with 1009"),
+        (0x82, b"x" * 10, {"stream_below": 10}, "streamed"),
+        (0x82, b"x" * 65536, {}, "64 KiB or more: the usual path"),
+    ],
+)
+def test_read_message_leaves_every_other_frame_to_the_usual_path(
+    first: int, payload: bytes, options: dict[str, int], why: str
+) -> None:
+    for client in (False, True):
+        frame = _frame(first, payload, masked=not client)
+        limits = (options.get("max_size"), options.get("stream_below"))
+        assert read_message(frame, 0, client, *limits) is None, why
+        if read_message_fast is not None:
+            assert read_message_fast(frame, 0, client, *limits) is None, why
+
+
+def test_read_message_refuses_frames_masked_against_the_role() -> None:
+    # RFC 6455 §5.1: a server's frames are not masked, a client's are.
+    assert read_message(_frame(0x81, b"x", masked=False), 0, False, None, None) is None
+    assert read_message(_frame(0x81, b"x", masked=True), 0, True, None, None) is None
+
+
+_payloads = st.one_of(
+    st.binary(max_size=300),
+    st.text(max_size=200).map(str.encode),
+    st.binary(min_size=500, max_size=70_000),  # past the stack buffer and 64 KiB
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    first=st.one_of(st.sampled_from([0x81, 0x82]), st.integers(0, 255)),
+    payload=_payloads,
+    masked=st.booleans(),
+    long_form=st.booleans(),
+    client=st.booleans(),
+    max_size=st.one_of(st.none(), st.integers(0, 70_000)),
+    stream_below=st.one_of(st.none(), st.integers(0, 70_000)),
+    lead=st.binary(max_size=3),
+    cut=st.integers(0, 20),
+    as_bytearray=st.booleans(),
+)
+def test_the_compiled_message_reader_agrees_with_read_message(
+    first: int,
+    payload: bytes,
+    masked: bool,
+    long_form: bool,
+    client: bool,
+    max_size: int | None,
+    stream_below: int | None,
+    lead: bytes,
+    cut: int,
+    as_bytearray: bool,
+) -> None:
+    data = lead + _frame(first, payload, masked=masked, long_form=long_form)
+    for end in (len(data), max(0, len(data) - cut), min(len(data), len(lead) + cut)):
+        piece: bytes | bytearray = bytearray(data[:end]) if as_bytearray else data[:end]
+        expected = read_message(piece, len(lead), client, max_size, stream_below)
+        if read_message_fast is not None:
+            assert read_message_fast(piece, len(lead), client, max_size, stream_below) == expected
+        if expected is not None:
+            # What it takes is exactly the frame parse_frame sees there.
+            parsed = parse_frame(piece[len(lead) :])
+            assert parsed is not None
+            frame, _, size = parsed
+            assert expected[1] == len(lead) + size
+            assert expected[0] == (
+                frame.payload.decode() if frame.opcode is Opcode.TEXT else frame.payload
+            )
+
+
+def test_the_receive_loop_uses_the_compiled_message_reader_when_built() -> None:
+    if COMPILED:
+        from wsproto_core import _speedups
+
+        assert read_message_fast is _speedups.read_message
+        with pytest.raises(ValueError, match="position >= 0"):
+            read_message_fast(b"\x81\x00", -1, True, None, None)
+        with pytest.raises(TypeError, match="takes buf"):
+            read_message_fast(b"\x81\x00", 0)  # type: ignore[call-arg]
+    else:
+        assert read_message_fast is None
+    with pytest.raises(ValueError, match="position >= 0"):
+        read_message(b"\x81\x00", -1, True, None, None)
