@@ -127,6 +127,33 @@ def test_missing_package_is_skipped_with_a_note(
     assert "n/a (measures sans-I/O layers): absent" in out
 
 
+@pytest.mark.parametrize("ours", [False, True], ids=["peer", "ours"])
+def test_only_our_failures_fail_the_run(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], ours: bool
+) -> None:
+    # The server process doesn't know this implementation, so it never starts.
+    failing = bench.Impl(
+        "failing",
+        "failing-package",
+        (),
+        ours,
+        serve=lambda options, ready: None,
+        connect=bench.sync_session(lambda url, options, timeout: pytest.fail("connected")),
+    )
+    monkeypatch.setitem(bench.IMPLS, "failing", failing)
+    status = bench.main(["--quick", "--impls", "failing", "--workloads", "W2"])
+    captured = capsys.readouterr()
+    assert re.search(
+        r"^  failing +error +BenchError: the failing server did not start", captured.out, re.M
+    )
+    if ours:
+        assert status == 1
+        assert "peers that failed" not in captured.err
+    else:
+        assert status == 0  # the peer's failure is in the table, and named
+        assert "peers that failed a measurement (see the table): failing (W2)" in captured.err
+
+
 def test_unknown_names_are_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         wsproto_main(["bench", "--workloads", "W99"])

@@ -486,8 +486,11 @@ def run_bench(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Run the benchmark the parsed ``args`` describe; return the exit status.
 
     The table goes to ``out`` (standard output by default), the progress to
-    standard error. The status is 1 if a measurement failed; an
-    implementation skipped for a missing package is not a failure.
+    standard error. The status is 1 if a measurement of ours failed. A
+    peer's failure (websockets.sync running out of file descriptors in W5,
+    say) is shown in its cells and named on standard error, but is the
+    peer's, not the run's; an implementation skipped for a missing package
+    is no failure either.
     """
     out = out or sys.stdout
     if args.serve is not None:
@@ -537,8 +540,16 @@ def run_bench(args: argparse.Namespace, out: TextIO | None = None) -> int:
         with open(args.json, "w", encoding="utf-8") as file:
             json.dump(_report_json(workloads, results, settings, args.baseline), file, indent=2)
             file.write("\n")
-    failed = any(result.error for row in results.values() for result in row.values())
-    return 1 if failed else 0
+    failed = [
+        (result.impl, result.workload)
+        for row in results.values()
+        for result in row.values()
+        if result.error is not None
+    ]
+    peers = sorted({f"{impl} ({workload})" for impl, workload in failed if not IMPLS[impl].ours})
+    if peers:
+        sys.stderr.write(f"peers that failed a measurement (see the table): {', '.join(peers)}\n")
+    return 1 if any(IMPLS[impl].ours for impl, _ in failed) else 0
 
 
 def _serve_main(impl_key: str, options_json: str) -> int:
