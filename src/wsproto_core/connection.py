@@ -106,6 +106,11 @@ _TEXT_RUN = 256  # the small pieces of a text message are joined this many at a 
 # A binary frame at least this large that is not here whole when its header
 # is read goes straight into its message (payload.py says why).
 _DIRECT_MIN = 16384
+# ... and at most this large: its buffer is allocated when the header
+# arrives, for the length the peer claims, so without a read limit a claim
+# of terabytes would be a MemoryError (fuzz/corpus/frames/crash-1b9036...).
+# A larger message comes in pieces, in memory that grows as bytes arrive.
+_DIRECT_MAX = 64 * 1024 * 1024
 _JOIN_BELOW = 65536  # buffers_to_send() joins queued frames smaller than this in all
 
 Data = bytes | bytearray | memoryview
@@ -510,7 +515,7 @@ class Connection:
                         fin
                         and opcode == Opcode.BINARY
                         and not rsv
-                        and length >= _DIRECT_MIN
+                        and _DIRECT_MIN <= length <= _DIRECT_MAX
                         and (not self.stream_messages or length < self.stream_min_size)
                     )
                     event = self._start_message(opcode, rsv, self.stream_messages and not direct)

@@ -349,6 +349,34 @@ def test_the_read_limit_applies_before_anything_is_allocated() -> None:
     assert conn.payload_buffer() is None
 
 
+@pytest.mark.parametrize("claimed", [64 * 1024 * 1024 + 1, 2**48 - 1, 2**63 - 1])
+def test_a_huge_claimed_length_allocates_nothing_up_front(claimed: int) -> None:
+    # Without a read limit, a peer may claim any length in a frame's header;
+    # a buffer of that size made when the header arrives was a MemoryError
+    # (a fuzz find). Past 64 MiB the payload is taken as it comes instead.
+    key = b"\x01\x02\x03\x04"
+    header = bytes([0x82, 0x80 | 127]) + claimed.to_bytes(8, "big") + key
+    conn = Connection(Role.SERVER, max_message_size=None)
+    conn.receive_data(header + pure_apply_mask(b"x" * 1000, key))
+    assert drain(conn) == []
+    assert conn.payload_buffer() is None
+    conn.receive_data(pure_apply_mask(b"y" * 1000, key, 1000))
+    assert drain(conn) == []
+    conn.receive_eof()
+    assert drain(conn) == [Close(code=CloseCode.ABNORMAL_CLOSURE)]
+
+
+def test_up_to_64_mib_a_claimed_length_is_read_into_place() -> None:
+    key = b"\x01\x02\x03\x04"
+    claimed = 64 * 1024 * 1024
+    conn = Connection(Role.SERVER, max_message_size=None)
+    conn.receive_data(bytes([0x82, 0x80 | 127]) + claimed.to_bytes(8, "big") + key)
+    assert drain(conn) == []
+    view = conn.payload_buffer()
+    assert view is not None
+    assert len(view) == claimed
+
+
 PATTERN = bytes(range(256)) * 160
 FRAMES = st.one_of(
     # Large payloads cheaply: a slice of a fixed pattern (bytes a key can't hide).
