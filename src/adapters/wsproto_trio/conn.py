@@ -585,10 +585,7 @@ class Conn:
             # A cancel that arrived while we waited for the lock leaves the
             # frame whole in the core's queue: the next send takes it.
             await trio.lowlevel.checkpoint_if_cancelled()
-            # _send_all_queued() inlined: a coroutine fewer per message.
-            while buffers := self._proto.buffers_to_send():
-                for data in buffers:
-                    await self._send_all(data)
+            await self._send_all_queued()
         finally:
             lock.release()
 
