@@ -111,7 +111,7 @@ _DIRECT_MIN = 16384
 # of terabytes would be a MemoryError (fuzz/corpus/frames/crash-1b9036...).
 # A larger message comes in pieces, in memory that grows as bytes arrive.
 _DIRECT_MAX = 64 * 1024 * 1024
-_JOIN_BELOW = 65536  # buffers_to_send() joins queued frames smaller than this in all
+_JOIN_BELOW = 65536  # buffers_to_send() joins small frames into buffers of about this size
 
 Data = bytes | bytearray | memoryview
 
@@ -892,19 +892,41 @@ class Connection:
         """Return and forget the bytes queued for the peer, as a list of buffers.
 
         The same bytes as :meth:`data_to_send`, for a write of each buffer
-        or one vectored write (``socket.sendmsg()``): a server's large
-        payload stays apart from its header, since joining them is a copy
-        into fresh memory that costs more than the send
-        (``docs/performance.md``). Under 64 KiB in all, the frames come
-        joined, as one buffer: a write each would cost more than the copy.
+        or one vectored write (``socket.sendmsg()``): a payload of 64 KiB or
+        more stays apart from its header, since joining them is a copy into
+        fresh memory that costs more than the send (``docs/performance.md``).
+        Smaller frames come joined, about 64 KiB to a buffer: a write each
+        would cost more than the copy, and a burst of thousands of small
+        messages is a few writes, not thousands.
         """
         out = self._out
         if not out:
             return []
         self._out = []
-        if len(out) > 1 and sum(map(len, out)) < _JOIN_BELOW:
+        if len(out) == 1:
+            return out
+        if sum(map(len, out)) < _JOIN_BELOW:
             return [b"".join(out)]
-        return out
+        buffers: list[bytes] = []
+        run: list[bytes] = []  # small frames to join
+        size = 0
+        for data in out:
+            if len(data) >= _JOIN_BELOW:
+                if run:
+                    buffers.append(run[0] if len(run) == 1 else b"".join(run))
+                    run = []
+                    size = 0
+                buffers.append(data)
+                continue
+            run.append(data)
+            size += len(data)
+            if size >= _JOIN_BELOW:
+                buffers.append(b"".join(run))
+                run = []
+                size = 0
+        if run:
+            buffers.append(run[0] if len(run) == 1 else b"".join(run))
+        return buffers
 
     def _mask_key(self) -> bytes:
         pos = self._mask_pos

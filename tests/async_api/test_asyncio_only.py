@@ -298,7 +298,9 @@ async def test_coalescing_holds_back_at_most_64_kib(anyio_backend):
             await client.write_message(ws.MessageType.BINARY, payload)
             held_back = (i + 1) * frame_size - sum(writes)
             assert 0 <= held_back <= 65536
-        assert len(writes) >= 4
+        await asyncio.sleep(0)  # the rest goes at the end of the turn
+        # ... joined: about 64 KiB to a write, not a write per frame.
+        assert 4 <= len(writes) <= 8
         for _ in range(300):
             assert (await peer.data_frame()).payload == payload
 

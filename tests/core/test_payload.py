@@ -441,3 +441,31 @@ def test_buffers_to_send_holds_what_data_to_send_would() -> None:
     assert sender.buffers_to_send() == [b"\x81\x03one\x81\x03two"]  # small: joined
     assert not sender.has_data_to_send
     assert sender.buffers_to_send() == []
+
+
+@pytest.mark.parametrize("role", [Role.SERVER, Role.CLIENT])
+def test_buffers_to_send_joins_a_burst_of_small_frames_into_a_few_buffers(role: Role) -> None:
+    # A burst that an adapter held back (wsproto_asyncio coalesces writes)
+    # must leave in a few writes, not one per frame.
+    def keys(n: int) -> bytes:
+        return b"\x01\x02\x03\x04" * (n // 4)
+
+    sender, twin = Connection(role, random_bytes=keys), Connection(role, random_bytes=keys)
+    large = b"L" * LARGE
+    for conn in (sender, twin):
+        for i in range(3000):
+            if i in (0, 1500):
+                conn.send_binary(large)
+            conn.send_text(f"message {i:>50}")  # 60 bytes a frame, 180 KB in all
+        conn.send_binary(large)  # last: no run after it
+    buffers = sender.buffers_to_send()
+    assert b"".join(buffers) == twin.data_to_send()
+    sizes = [len(data) for data in buffers]
+    assert len(buffers) <= 10, sizes
+    if role is Role.SERVER:
+        assert sum(data is large for data in buffers) == 3  # the large payloads, not copied
+    # Each joined run stops once it reaches 64 KiB: bounded copies.
+    assert all(size < 2 * 65536 for size in sizes if size < LARGE), sizes
+    for conn in (sender, twin):
+        conn.send_text("alone")
+    assert sender.buffers_to_send() == [twin.data_to_send()]
