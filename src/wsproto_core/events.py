@@ -36,6 +36,11 @@ __all__ = [
     "Pong",
 ]
 
+# Module globals for Message.message_type, read once per message by the
+# adapters: an enum member looked up on its class costs about 60 ns on 3.11.
+_TEXT = MessageType.TEXT
+_BINARY = MessageType.BINARY
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Event:
@@ -154,7 +159,7 @@ class Message(Event):
     @property
     def message_type(self) -> MessageType:
         """``MessageType.TEXT`` or ``MessageType.BINARY``."""
-        return MessageType.TEXT if isinstance(self.data, str) else MessageType.BINARY
+        return _TEXT if isinstance(self.data, str) else _BINARY
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

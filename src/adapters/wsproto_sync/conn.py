@@ -282,6 +282,8 @@ class Conn:
         """The next message event; control events go to their handlers."""
         while True:
             event = self._next_event()
+            if type(event) is Message:  # the common case first
+                return event
             if isinstance(event, Ping):
                 if self._ping_handler is not None:
                     self._ping_handler(event.payload)
