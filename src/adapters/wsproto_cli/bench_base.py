@@ -653,6 +653,7 @@ class Impl:
         websocket: it speaks WebSocket; raw TCP doesn't, and is shown as the
             limit of W2 to W4, not as a peer.
         version_of: its version, if not the installed distribution's.
+        only: the workloads it runs, if not every one it can (``()``: all).
     """
 
     key: str
@@ -669,6 +670,7 @@ class Impl:
     requires: Callable[[], str | None] | None = None
     version_of: Callable[[], str] | None = None
     websocket: bool = True
+    only: tuple[str, ...] = ()
 
     @property
     def has_server(self) -> bool:
@@ -765,6 +767,8 @@ class Workload:
 
     def not_applicable(self, impl: Impl) -> str | None:
         """Why ``impl`` has nothing to measure here (``n/a``), or ``None`` if it has."""
+        if impl.only and self.key not in impl.only:
+            return f"runs {', '.join(impl.only)} only"
         if self.needs == NEEDS_SANSIO:
             return None if impl.sansio is not None else "measures sans-I/O layers"
         if not impl.websocket and self.needs != NEEDS_CLIENT:

@@ -65,6 +65,7 @@ from .bench_base import (
 
 if TYPE_CHECKING:
     import aiohttp
+    import trio
     import trio_websocket
     import websockets.asyncio.client
     import websockets.sync.client
@@ -1249,6 +1250,208 @@ def _connect_raw_tcp(url: str, options: Options, timeout: float) -> SyncClient:
     return _RawTcpClient(sock)
 
 
+# -- raw asyncio and raw trio: what an awaited read costs --------------------------------
+#
+# Not WebSocket either: raw TCP's prefixed messages, read by a task that
+# waits whenever the next message is not here yet, as any API whose reads
+# are awaited must (ours, aiohttp's, websockets', trio-websocket's), and
+# nothing else. In W2 every read waits, so this is what such a library can
+# reach on this event loop at best; picows calls the application back from
+# the loop instead, which no awaited read can match. W2 only: in W3 and W4
+# these naive streams (a send per message, copies to join) are no ceiling.
+
+
+def _raw_message(buffer: bytearray) -> tuple[int, bytes] | None:
+    """The first whole prefixed message in ``buffer``, taken out of it, or ``None``."""
+    if len(buffer) < _RAW_PREFIX.size:
+        return None
+    kind, size = _RAW_PREFIX.unpack_from(buffer)
+    end = _RAW_PREFIX.size + size
+    if len(buffer) < end:
+        return None
+    data = bytes(buffer[_RAW_PREFIX.size : end])
+    del buffer[:end]
+    return kind, data
+
+
+def _raw_payload(received: object) -> Payload:
+    assert isinstance(received, tuple)
+    kind, data = received
+    return data.decode() if kind == _RAW_TEXT else bytes(data)
+
+
+def _raw_frame(kind: int, message: Payload) -> bytes:
+    data = message.encode() if isinstance(message, str) else message
+    return _RAW_PREFIX.pack(kind, len(data)) + data
+
+
+class _RawAsyncioStream(asyncio.Protocol):
+    """Prefixed messages over an asyncio transport; a read awaits a future when it must wait."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._waiter: asyncio.Future[None] | None = None
+        self._ended = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # a TCP transport
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self._ended = True
+        self._wake()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._ended = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def read(self) -> tuple[int, bytes]:
+        while (message := _raw_message(self._buffer)) is None:
+            if self._ended:
+                raise EOFError("the peer closed the connection")
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return message
+
+    async def write(self, kind: int, message: Payload) -> None:
+        assert self.transport is not None
+        self.transport.write(_raw_frame(kind, message))
+
+
+def _serve_raw_asyncio(options: Options, ready: Ready) -> None:
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def echo(stream: _RawAsyncioStream) -> None:
+        with suppress(EOFError, ConnectionError):
+            while True:
+                kind, data = await stream.read()
+                await stream.write(kind, data)
+
+    def connected() -> _RawAsyncioStream:
+        stream = _RawAsyncioStream()
+        task = asyncio.get_running_loop().create_task(echo(stream))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        return stream
+
+    async def main() -> None:
+        server = await asyncio.get_running_loop().create_server(connected, HOST, 0)
+        ready(server.sockets[0].getsockname()[1])
+        await stdin_closed_async()
+        server.close()
+
+    run_asyncio(main())
+
+
+class _RawAsyncioClient(AsyncEchoClient):
+    def __init__(self, stream: _RawAsyncioStream) -> None:
+        self._stream = stream
+        self.recv = stream.read
+
+    def sender(self, message: Payload) -> Callable[[Payload], Awaitable[object]]:
+        return functools.partial(
+            self._stream.write, _RAW_TEXT if isinstance(message, str) else _RAW_BINARY
+        )
+
+    def payload(self, received: object) -> Payload:
+        return _raw_payload(received)
+
+    def compressed(self) -> bool:
+        return False
+
+    async def close(self) -> None:
+        if self._stream.transport is not None:
+            self._stream.transport.close()
+
+
+async def _connect_raw_asyncio(url: str, options: Options) -> AsyncClient:
+    port = int(url.rsplit(":", 1)[1].split("/", 1)[0])
+    _, stream = await asyncio.get_running_loop().create_connection(_RawAsyncioStream, HOST, port)
+    return _RawAsyncioClient(stream)
+
+
+class _RawTrioStream:
+    """Prefixed messages over a trio stream; a read awaits ``receive_some()`` when it must wait."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self._buffer = bytearray()
+
+    async def read(self) -> tuple[int, bytes]:
+        while (message := _raw_message(self._buffer)) is None:
+            chunk = await self.stream.receive_some(_RAW_READ)
+            if not chunk:
+                raise EOFError("the peer closed the connection")
+            self._buffer += chunk
+        return message
+
+    async def write(self, kind: int, message: Payload) -> None:
+        await self.stream.send_all(_raw_frame(kind, message))
+
+
+def _serve_raw_trio(options: Options, ready: Ready) -> None:
+    import trio
+
+    async def echo(socket_stream: trio.SocketStream) -> None:
+        stream = _RawTrioStream(socket_stream)
+        with suppress(EOFError, trio.BrokenResourceError, trio.ClosedResourceError):
+            while True:
+                kind, data = await stream.read()
+                await stream.write(kind, data)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            serve = functools.partial(trio.serve_tcp, echo, 0, host=HOST)
+            listeners = await nursery.start(serve)
+            ready(listeners[0].socket.getsockname()[1])
+            await trio_stdin_closed()
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+class _RawTrioClient(TrioEchoClient):
+    def __init__(self, stream: _RawTrioStream) -> None:
+        self._stream = stream
+        self.recv = stream.read
+
+    def sender(self, message: Payload) -> Callable[[Payload], Awaitable[object]]:
+        return functools.partial(
+            self._stream.write, _RAW_TEXT if isinstance(message, str) else _RAW_BINARY
+        )
+
+    def payload(self, received: object) -> Payload:
+        return _raw_payload(received)
+
+    def compressed(self) -> bool:
+        return False
+
+    async def close(self) -> None:
+        await self._stream.stream.aclose()
+
+
+@asynccontextmanager
+async def _open_raw_trio(url: str, options: Options) -> AsyncIterator[AsyncClient]:
+    import trio
+
+    port = int(url.rsplit(":", 1)[1].split("/", 1)[0])
+    stream = await trio.open_tcp_stream(HOST, port)
+    async with stream:
+        yield _RawTrioClient(_RawTrioStream(stream))
+
+
 # -- sans-I/O layers (W1) --------------------------------------------------------------
 
 
@@ -1499,6 +1702,34 @@ IMPLS: dict[str, Impl] = {
             note="not WebSocket: prefixed messages over blocking sockets, a thread per "
             "connection; the ceiling, not a peer",
             version_of=platform.python_version,
+        ),
+        Impl(
+            "raw_asyncio",
+            "asyncio",
+            (),
+            False,
+            _serve_raw_asyncio,
+            async_session(_connect_raw_asyncio),
+            compression=False,
+            websocket=False,
+            only=("W2",),
+            note="not WebSocket: raw_tcp's messages over an asyncio protocol, each read "
+            "awaiting a future when it must wait; what any library whose reads are "
+            "awaited can reach in W2, not a peer",
+            version_of=platform.python_version,
+        ),
+        Impl(
+            "raw_trio",
+            "trio",
+            ("trio",),
+            False,
+            _serve_raw_trio,
+            trio_session(_open_raw_trio),
+            compression=False,
+            websocket=False,
+            only=("W2",),
+            note="not WebSocket: raw_tcp's messages over trio's SocketStream; what a trio "
+            "library can reach in W2, not a peer",
         ),
         Impl(
             "wsproto",
