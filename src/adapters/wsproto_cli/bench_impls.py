@@ -1215,7 +1215,19 @@ def _serve_raw_tcp(options: Options, ready: Ready) -> None:
     listener.close()
 
 
-class _RawTcpClient(SyncEchoClient):
+class _RawMessages:
+    """What every raw client shares: the payload of a prefixed message, never compressed."""
+
+    def payload(self, received: object) -> Payload:
+        assert isinstance(received, tuple)
+        kind, data = received
+        return data.decode() if kind == _RAW_TEXT else bytes(data)
+
+    def compressed(self) -> bool:
+        return False
+
+
+class _RawTcpClient(_RawMessages, SyncEchoClient):
     def __init__(self, sock: socket.socket) -> None:
         self._stream = _RawStream(sock)
         self.recv = self._stream.read
@@ -1225,14 +1237,6 @@ class _RawTcpClient(SyncEchoClient):
         if isinstance(message, str):
             return lambda text: write(_RAW_TEXT, text.encode())  # type: ignore[union-attr]
         return functools.partial(write, _RAW_BINARY)
-
-    def payload(self, received: object) -> Payload:
-        assert isinstance(received, tuple)
-        kind, data = received
-        return data.decode() if kind == _RAW_TEXT else bytes(data)
-
-    def compressed(self) -> bool:
-        return False
 
     def close(self) -> None:
         self._stream.sock.close()
@@ -1272,12 +1276,6 @@ def _raw_message(buffer: bytearray) -> tuple[int, bytes] | None:
     data = bytes(buffer[_RAW_PREFIX.size : end])
     del buffer[:end]
     return kind, data
-
-
-def _raw_payload(received: object) -> Payload:
-    assert isinstance(received, tuple)
-    kind, data = received
-    return data.decode() if kind == _RAW_TEXT else bytes(data)
 
 
 def _raw_frame(kind: int, message: Payload) -> bytes:
@@ -1355,25 +1353,27 @@ def _serve_raw_asyncio(options: Options, ready: Ready) -> None:
     run_asyncio(main())
 
 
-class _RawAsyncioClient(AsyncEchoClient):
-    def __init__(self, stream: _RawAsyncioStream) -> None:
-        self._stream = stream
+class _RawAsyncClient(_RawMessages, AsyncEchoClient):
+    """What the raw asyncio and raw trio clients share: the stream's read and write."""
+
+    def __init__(self, stream: _RawAsyncioStream | _RawTrioStream) -> None:
         self.recv = stream.read
+        self._write = stream.write
 
     def sender(self, message: Payload) -> Callable[[Payload], Awaitable[object]]:
         return functools.partial(
-            self._stream.write, _RAW_TEXT if isinstance(message, str) else _RAW_BINARY
+            self._write, _RAW_TEXT if isinstance(message, str) else _RAW_BINARY
         )
 
-    def payload(self, received: object) -> Payload:
-        return _raw_payload(received)
 
-    def compressed(self) -> bool:
-        return False
+class _RawAsyncioClient(_RawAsyncClient):
+    def __init__(self, stream: _RawAsyncioStream) -> None:
+        super().__init__(stream)
+        self._transport = stream.transport
 
     async def close(self) -> None:
-        if self._stream.transport is not None:
-            self._stream.transport.close()
+        if self._transport is not None:
+            self._transport.close()
 
 
 async def _connect_raw_asyncio(url: str, options: Options) -> AsyncClient:
@@ -1422,24 +1422,13 @@ def _serve_raw_trio(options: Options, ready: Ready) -> None:
     trio.run(main)
 
 
-class _RawTrioClient(TrioEchoClient):
+class _RawTrioClient(_RawAsyncClient, TrioEchoClient):
     def __init__(self, stream: _RawTrioStream) -> None:
-        self._stream = stream
-        self.recv = stream.read
-
-    def sender(self, message: Payload) -> Callable[[Payload], Awaitable[object]]:
-        return functools.partial(
-            self._stream.write, _RAW_TEXT if isinstance(message, str) else _RAW_BINARY
-        )
-
-    def payload(self, received: object) -> Payload:
-        return _raw_payload(received)
-
-    def compressed(self) -> bool:
-        return False
+        super().__init__(stream)
+        self._stream = stream.stream
 
     async def close(self) -> None:
-        await self._stream.stream.aclose()
+        await self._stream.aclose()
 
 
 @asynccontextmanager
