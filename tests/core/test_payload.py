@@ -469,3 +469,46 @@ def test_buffers_to_send_joins_a_burst_of_small_frames_into_a_few_buffers(role: 
     for conn in (sender, twin):
         conn.send_text("alone")
     assert sender.buffers_to_send() == [twin.data_to_send()]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    role=st.sampled_from([Role.SERVER, Role.CLIENT]),
+    steps=st.lists(
+        st.one_of(
+            st.integers(0, 300),  # a small message
+            st.integers(30_000, 65_535),  # under the 64 KiB line: joined
+            st.integers(65_536, 140_000),  # over it: apart
+            st.just(-1),  # take what is queued
+        ),
+        max_size=40,
+    ),
+)
+def test_buffers_to_send_gives_what_data_to_send_would(role: Role, steps: list[int]) -> None:
+    def keys(n: int) -> bytes:
+        return bytes(range(4)) * (n // 4)
+
+    sender, twin = Connection(role, random_bytes=keys), Connection(role, random_bytes=keys)
+    large: list[bytes] = []  # payloads of 64 KiB or more queued since the last take
+    for size in [*steps, -1]:
+        if size < 0:
+            buffers = sender.buffers_to_send()
+            assert b"".join(buffers) == twin.data_to_send()
+            assert all(buffers)
+            if role is Role.SERVER:
+                # A large payload goes as it is, apart from its header...
+                for payload in large:
+                    assert any(data is payload for data in buffers)
+                joined = [data for data in buffers if not any(data is p for p in large)]
+            else:
+                # ... and a client's large frame (header, key, masked payload) too.
+                joined = [data for data in buffers if len(data) - 14 not in map(len, large)]
+            # Small frames are joined in runs that stop once past 64 KiB.
+            assert all(len(data) < 2 * 65536 for data in joined)
+            large.clear()
+            continue
+        payload = bytes([size % 251]) * size
+        if size >= 65536:
+            large.append(payload)
+        for conn in (sender, twin):
+            conn.send_binary(payload)
