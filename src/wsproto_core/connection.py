@@ -917,25 +917,24 @@ class Connection:
             return out
         if sum(map(len, out)) < _JOIN_BELOW:
             return [b"".join(out)]
+        # (Joining one bytes object returns it: no copy.)
         buffers: list[bytes] = []
-        run: list[bytes] = []  # small frames to join
+        run: list[bytes] = []  # small frames, joined once they reach 64 KiB
         size = 0
         for data in out:
-            if len(data) >= _JOIN_BELOW:
+            if len(data) >= _JOIN_BELOW:  # a large payload: as it is
                 if run:
-                    buffers.append(run[0] if len(run) == 1 else b"".join(run))
-                    run = []
-                    size = 0
+                    buffers.append(b"".join(run))
+                    run, size = [], 0
                 buffers.append(data)
-                continue
-            run.append(data)
-            size += len(data)
-            if size >= _JOIN_BELOW:
-                buffers.append(b"".join(run))
-                run = []
-                size = 0
+            else:
+                run.append(data)
+                size += len(data)
+                if size >= _JOIN_BELOW:
+                    buffers.append(b"".join(run))
+                    run, size = [], 0
         if run:
-            buffers.append(run[0] if len(run) == 1 else b"".join(run))
+            buffers.append(b"".join(run))
         return buffers
 
     def _mask_key(self) -> bytes:
