@@ -133,6 +133,14 @@ _new = object.__new__
 # The slot's descriptor: sets the field of a frozen event that nobody has seen yet.
 _set_message_data: Callable[[Message, str | bytes], None] = vars(Message)["data"].__set__
 
+
+def _message(data: str | bytes) -> Message:
+    """``Message(data=data)`` without the frozen dataclass's ``__init__`` (twice the cost)."""
+    message = _new(Message)
+    _set_message_data(message, data)
+    return message
+
+
 # The decoders by RSV value of a connection without extensions.
 _NO_DECODERS: dict[int, tuple[tuple[Extension, int], ...]] = {0: ()}
 
@@ -591,9 +599,7 @@ class Connection:
         self._direct = None
         self._in_frame = False
         self._reading = False
-        message = _new(Message)
-        _set_message_data(message, data)
-        return message
+        return _message(data)
 
     def payload_buffer(self) -> memoryview | None:
         """Where the next bytes read can go straight into a message, or ``None``.
@@ -784,7 +790,7 @@ class Connection:
             if utf8 is None:
                 if last:
                     self._reading = False
-                    return Message(data=decode_text(chunk))
+                    return _message(decode_text(chunk))
                 if not chunk:
                     return None
                 utf8 = self._utf8 = Utf8Decoder()
@@ -810,14 +816,14 @@ class Connection:
                 return None
             self._reading = False
             self._texts = self._run = None
-            return Message(data="".join(texts))  # no copy if it is the only piece
+            return _message("".join(texts))  # no copy if it is the only piece
         joiner = self._joiner
         if last:
             self._reading = False
             if joiner is None:
-                return Message(data=chunk)
+                return _message(chunk)
             self._joiner = None
-            return Message(data=joiner.join(chunk))  # no copy if it is the only piece
+            return _message(joiner.join(chunk))  # no copy if it is the only piece
         if joiner is None:
             joiner = self._joiner = PieceJoiner()
         joiner.append(chunk)
