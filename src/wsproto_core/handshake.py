@@ -799,12 +799,12 @@ _OCTETS = r"[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*"
 _COOKIE_VALUE = re.compile(f'{_OCTETS}|"{_OCTETS}"')
 
 
+_BODY_FRAMING = frozenset({b"content-length", b"transfer-encoding"})
+
+
 def _has_body_framing(headers: Sequence[tuple[bytes, bytes]]) -> bool:
     """Whether h11's (lowercased) request headers announce a body."""
     return any(name in _BODY_FRAMING for name, _ in headers)
-
-
-_BODY_FRAMING = frozenset({b"content-length", b"transfer-encoding"})
 
 
 class _HeadMeter:

@@ -1146,6 +1146,29 @@ _RAW_TEXT, _RAW_BINARY = 1, 2
 _RAW_READ = 65536
 
 
+def _raw_message(buffer: bytearray) -> tuple[int, bytes] | None:
+    """The first whole prefixed message in ``buffer``, taken out of it, or ``None``."""
+    if len(buffer) < _RAW_PREFIX.size:
+        return None
+    kind, size = _RAW_PREFIX.unpack_from(buffer)
+    end = _RAW_PREFIX.size + size
+    if len(buffer) < end:
+        return None
+    data = bytes(buffer[_RAW_PREFIX.size : end])
+    del buffer[:end]
+    return kind, data
+
+
+def _raw_frame(kind: int, message: Payload) -> bytes:
+    data = message.encode() if isinstance(message, str) else message
+    return _RAW_PREFIX.pack(kind, len(data)) + data
+
+
+def _port_of(url: str) -> int:
+    """The port of a ``ws://host:port/`` URL of the bench's servers."""
+    return int(url.rsplit(":", 1)[1].split("/", 1)[0])
+
+
 class _RawStream:
     """Prefixed messages over a blocking socket."""
 
@@ -1157,13 +1180,10 @@ class _RawStream:
     def read(self) -> tuple[int, bytes | bytearray]:
         buffer = self._buffer
         while True:
+            if (message := _raw_message(buffer)) is not None:
+                return message
             if len(buffer) >= _RAW_PREFIX.size:
                 kind, size = _RAW_PREFIX.unpack_from(buffer)
-                end = _RAW_PREFIX.size + size
-                if len(buffer) >= end:
-                    data = bytes(buffer[_RAW_PREFIX.size : end])
-                    del buffer[:end]
-                    return kind, data
                 if size >= _RAW_READ:
                     return kind, self._read_large(size)
             chunk = self.sock.recv(_RAW_READ)
@@ -1248,7 +1268,7 @@ class _RawTcpClient(_RawMessages, SyncEchoClient):
 
 
 def _connect_raw_tcp(url: str, options: Options, timeout: float) -> SyncClient:
-    port = int(url.rsplit(":", 1)[1].split("/", 1)[0])
+    port = _port_of(url)
     sock = socket.create_connection((HOST, port), timeout=timeout)
     sock.settimeout(None)
     return _RawTcpClient(sock)
@@ -1263,24 +1283,6 @@ def _connect_raw_tcp(url: str, options: Options, timeout: float) -> SyncClient:
 # reach on this event loop at best; picows calls the application back from
 # the loop instead, which no awaited read can match. W2 only: in W3 and W4
 # these naive streams (a send per message, copies to join) are no ceiling.
-
-
-def _raw_message(buffer: bytearray) -> tuple[int, bytes] | None:
-    """The first whole prefixed message in ``buffer``, taken out of it, or ``None``."""
-    if len(buffer) < _RAW_PREFIX.size:
-        return None
-    kind, size = _RAW_PREFIX.unpack_from(buffer)
-    end = _RAW_PREFIX.size + size
-    if len(buffer) < end:
-        return None
-    data = bytes(buffer[_RAW_PREFIX.size : end])
-    del buffer[:end]
-    return kind, data
-
-
-def _raw_frame(kind: int, message: Payload) -> bytes:
-    data = message.encode() if isinstance(message, str) else message
-    return _RAW_PREFIX.pack(kind, len(data)) + data
 
 
 class _RawAsyncioStream(asyncio.Protocol):
@@ -1377,7 +1379,7 @@ class _RawAsyncioClient(_RawAsyncClient):
 
 
 async def _connect_raw_asyncio(url: str, options: Options) -> AsyncClient:
-    port = int(url.rsplit(":", 1)[1].split("/", 1)[0])
+    port = _port_of(url)
     _, stream = await asyncio.get_running_loop().create_connection(_RawAsyncioStream, HOST, port)
     return _RawAsyncioClient(stream)
 
@@ -1435,7 +1437,7 @@ class _RawTrioClient(_RawAsyncClient, TrioEchoClient):
 async def _open_raw_trio(url: str, options: Options) -> AsyncIterator[AsyncClient]:
     import trio
 
-    port = int(url.rsplit(":", 1)[1].split("/", 1)[0])
+    port = _port_of(url)
     stream = await trio.open_tcp_stream(HOST, port)
     async with stream:
         yield _RawTrioClient(_RawTrioStream(stream))
