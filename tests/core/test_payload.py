@@ -512,3 +512,102 @@ def test_buffers_to_send_gives_what_data_to_send_would(role: Role, steps: list[i
             large.append(payload)
         for conn in (sender, twin):
             conn.send_binary(payload)
+
+
+def mask_keys(n: int) -> bytes:
+    return bytes(range(4)) * (n // 4)  # four different bytes: a wrong key phase shows
+
+
+def test_a_client_masks_a_large_payload_piece_by_piece() -> None:
+    payload = bytes(range(256)) * 1000  # 256,000 bytes
+    sender = Connection(Role.CLIENT, random_bytes=mask_keys)
+    twin = Connection(Role.CLIENT, random_bytes=mask_keys)
+    sender.send_binary(payload)
+    twin.send_binary(bytearray(payload))  # masked at once: the reference
+    first = sender.buffers_to_send(mask_limit=1000)
+    assert [len(data) for data in first] == [14 + 1000]  # header and key, then 1000 bytes
+    sender.send_ping(b"between")  # queued while the frame is half sent: goes after it
+    twin.send_ping(b"between")
+    pieces = [first]
+    while sender.has_data_to_send:
+        pieces.append(sender.buffers_to_send(mask_limit=1000))
+    assert all(len(b"".join(each)) <= 1014 for each in pieces)
+    assert b"".join(b"".join(each) for each in pieces) == twin.data_to_send()
+    assert sender.buffers_to_send(mask_limit=1000) == []
+
+
+def test_data_to_send_masks_what_is_left_of_a_payload() -> None:
+    payload = b"abcdefg" * 20_000
+    sender = Connection(Role.CLIENT, random_bytes=mask_keys)
+    twin = Connection(Role.CLIENT, random_bytes=mask_keys)
+    for conn in (sender, twin):
+        conn.send_binary(payload)
+        conn.send_binary(payload)
+    head = b"".join(sender.buffers_to_send(mask_limit=4099))  # an odd piece: phase 3 next
+    assert head + sender.data_to_send() == twin.data_to_send()
+    assert not sender.has_data_to_send
+
+
+def test_a_mutable_payload_is_masked_when_it_is_queued() -> None:
+    # A bytearray could change before it is sent: it cannot wait to be masked.
+    payload = bytearray(b"x" * 100_000)
+    sender = Connection(Role.CLIENT, random_bytes=mask_keys)
+    twin = Connection(Role.CLIENT, random_bytes=mask_keys)
+    sender.send_binary(payload)
+    twin.send_binary(bytes(payload))
+    payload[:] = b"y" * len(payload)
+    assert b"".join(sender.buffers_to_send(mask_limit=1000)) == twin.data_to_send()
+
+
+@pytest.mark.parametrize("limit", [0, -1])
+def test_mask_limit_must_be_positive(limit: int) -> None:
+    conn = Connection(Role.CLIENT)
+    with pytest.raises(ValueError, match="mask_limit must be positive"):
+        conn.buffers_to_send(mask_limit=limit)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    steps=st.lists(
+        st.one_of(
+            st.integers(0, 300),  # a small message
+            st.integers(65_536, 200_000),  # a large one: masked as it is taken
+            st.just(-1),  # one buffers_to_send(mask_limit) call
+            st.just(-2),  # a Ping, queued between the pieces of a frame or not
+            st.just(-3),  # data_to_send(): all the rest at once
+        ),
+        max_size=30,
+    ),
+    limit=st.integers(1, 70_000),
+)
+def test_pieces_of_any_size_make_the_frames_masked_at_once(steps: list[int], limit: int) -> None:
+    sender = Connection(Role.CLIENT, random_bytes=mask_keys)
+    twin = Connection(Role.CLIENT, random_bytes=mask_keys)  # bytearrays: masked at once
+    sent: list[bytes] = []
+    wire = bytearray()
+    for step in steps:
+        if step == -1:
+            buffers = sender.buffers_to_send(mask_limit=limit)
+            assert all(buffers)
+            wire += b"".join(buffers)
+        elif step == -2:
+            sender.send_ping(b"p")
+            twin.send_ping(b"p")
+        elif step == -3:
+            wire += sender.data_to_send()
+            assert not sender.has_data_to_send
+        else:
+            payload = bytes([step % 251]) * step
+            sent.append(payload)
+            sender.send_binary(payload)
+            twin.send_binary(bytearray(payload))
+    while sender.has_data_to_send:
+        buffers = sender.buffers_to_send(mask_limit=limit)
+        # A call masks at most `limit` bytes of a large payload (64 KiB runs of small frames aside).
+        assert sum(map(len, buffers)) <= 2 * 65536 + 14 + limit
+        wire += b"".join(buffers)
+    assert wire == twin.data_to_send()
+    receiver = Connection(Role.SERVER, max_message_size=None)
+    receiver.receive_data(bytes(wire))
+    events = drain(receiver)
+    assert [event.data for event in events if isinstance(event, Message)] == sent

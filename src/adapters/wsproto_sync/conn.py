@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
 from typing import Any
 
+from wsproto_common import MASK_PIECE
 from wsproto_core import (
     DEFAULT_READ_BUFFER_SIZE,
     DEFAULT_WRITE_BUFFER_SIZE,
@@ -445,14 +446,15 @@ class Conn:
         try:
             with self._core_lock:
                 queue(self._proto)
-                buffers = self._proto.buffers_to_send()
+                buffers = self._proto.buffers_to_send(MASK_PIECE)
             while buffers:
                 self._send_buffers(buffers, deadline)
                 if not self._proto.has_data_to_send:
                     break
-                # Send what the reader queued meanwhile (Pongs, a Close echo).
+                # The rest of a payload masked piece by piece, and what the
+                # reader queued meanwhile (Pongs, a Close echo).
                 with self._core_lock:
-                    buffers = self._proto.buffers_to_send()
+                    buffers = self._proto.buffers_to_send(MASK_PIECE)
         finally:
             self._write_lock.release()
         # A reader that queued a Pong after that last look, while we still

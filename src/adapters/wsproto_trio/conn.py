@@ -37,6 +37,7 @@ from typing import Any
 
 import trio
 
+from wsproto_common import MASK_PIECE
 from wsproto_core import (
     DEFAULT_READ_BUFFER_SIZE,
     DEFAULT_WRITE_BUFFER_SIZE,
@@ -591,8 +592,9 @@ class Conn:
 
     async def _send_all_queued(self) -> None:
         """Send what the core queued, then what was queued meanwhile (Pongs, a Close echo)."""
-        while buffers := self._proto.buffers_to_send():
-            # A large payload goes after its header without a copy to join them.
+        while buffers := self._proto.buffers_to_send(MASK_PIECE):
+            # A large payload goes after its header without a copy to join them;
+            # a client's, masked a piece at a time.
             for data in buffers:
                 await self._send_all(data)
 
