@@ -802,9 +802,11 @@ _COOKIE_VALUE = re.compile(f'{_OCTETS}|"{_OCTETS}"')
 _BODY_FRAMING = frozenset({b"content-length", b"transfer-encoding"})
 
 
-def _has_body_framing(headers: Sequence[tuple[bytes, bytes]]) -> bool:
-    """Whether h11's (lowercased) request headers announce a body."""
-    return any(name in _BODY_FRAMING for name, _ in headers)
+def _has_body_framing(headers: _RawHeaders) -> bool:
+    """Whether h11's request headers announce a body."""
+    # raw_items(), a plain list, as in _decode_headers(): iterating h11's
+    # Sequence costs about 0.5 us a field.
+    return any(name.lower() in _BODY_FRAMING for name, _ in headers.raw_items())
 
 
 class _HeadMeter:
