@@ -61,6 +61,7 @@ from .extensions.base import (
     Extension,
     ServerExtensionFactory,
 )
+from .extensions.permessage_deflate import PerMessageDeflate
 from .frames import (
     FIN,
     RSV1,
@@ -181,6 +182,7 @@ def _message(data: str | bytes) -> Message:
 
 # The decoders by RSV value of a connection without extensions.
 _NO_DECODERS: dict[int, tuple[tuple[Extension, int], ...]] = {0: ()}
+_NO_INFLATERS: dict[int, PerMessageDeflate] = {}
 
 
 class Role(enum.Enum):
@@ -231,6 +233,7 @@ class Connection:
         "_held",
         "_held_last",
         "_in_frame",
+        "_inflaters",
         "_joiner",
         "_later",
         "_mask_pool",
@@ -349,6 +352,7 @@ class Connection:
             self.extensions: tuple[Extension, ...] = ()
             self._claimed_rsv = 0
             self._decoders_by_rsv = _NO_DECODERS
+            self._inflaters = _NO_INFLATERS
             return
         claimed = 0
         for extension in extensions:
@@ -368,6 +372,13 @@ class Connection:
             )
             for rsv in range(0, RSV1 << 1, RSV3)
             if not rsv & ~claimed
+        }
+        # The RSV values of messages that permessage-deflate alone decodes:
+        # those it can inflate whole in one step (see _frame_event).
+        self._inflaters = {
+            rsv: decoders[0][0]
+            for rsv, decoders in self._decoders_by_rsv.items()
+            if len(decoders) == 1 and isinstance(decoders[0][0], PerMessageDeflate)
         }
 
     # -- properties -------------------------------------------------------------
@@ -560,6 +571,19 @@ class Connection:
                     message = _new(Message)
                     _set_message_data(message, decode_text(payload) if opcode == 1 else payload)
                     return message
+                if (
+                    rsv
+                    and fin
+                    and opcode
+                    and length <= _COMPRESSED_PIECE
+                    and len(buf) >= end
+                    and not self.stream_messages
+                    and (inflater := self._inflaters.get(rsv)) is not None
+                ):
+                    # The commonest compressed message, whole and in one
+                    # frame, inflated in one step: the same rules and result
+                    # as piece by piece below (a piece is this long at most).
+                    return self._inflated(inflater, opcode, self._take(start, end, mask_key, 0))
                 self._pos = start
                 self._in_frame = True
                 self._fin = fin
@@ -803,6 +827,23 @@ class Connection:
         if self._streaming:
             return MessageStart(message_type=MessageType(opcode))
         return None
+
+    def _inflated(self, inflater: PerMessageDeflate, opcode: int, payload: bytes) -> Message:
+        """A whole compressed message from one frame, as _decode() and _message_piece() make it."""
+        text = opcode == _OP_TEXT
+        limit = self._max_size
+        try:
+            data = inflater.decode_message(payload, text=text, max_size=limit)
+        except RemoteProtocolError:
+            raise
+        except Exception as exc:  # as in _decode(): a bug must not escape as a crash
+            raise RemoteProtocolError(CloseCode.INTERNAL_ERROR, "internal error") from exc
+        if limit is not None and len(data) > limit:
+            if text:
+                # The text up to the limit first, as _message_piece(): 1007 before 1009.
+                Utf8Decoder().decode(data[:limit], False)
+            raise ReadLimitError(f"message larger than the read limit of {limit} bytes")
+        return _message(decode_text(data) if text else data)
 
     def _message_piece(self, chunk: bytes, last: bool) -> Event | None:
         size = self._size = self._size + len(chunk)

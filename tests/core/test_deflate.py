@@ -14,7 +14,7 @@ import random
 import threading
 import tracemalloc
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -1329,6 +1329,83 @@ def test_streamed_pieces_are_bounded_and_exact_for_any_chunking(
     assert [b"".join(pieces) for pieces in got] == datas
     assert all(len(piece) <= bound for pieces in got for piece in pieces)
     assert whole == [expected(data, text) for text, data, _, _, _ in messages]
+
+
+def outcome(conn: Connection, reads: Iterable[bytes]) -> tuple[list[Event], int | None]:
+    """The events of ``reads``, and the close code of the error that ended them, if any."""
+    events: list[Event] = []
+    try:
+        for data in reads:
+            conn.receive_data(data)
+            while (event := conn.next_event()) is not None:
+                events.append(event)
+    except RemoteProtocolError as exc:
+        code = exc.code
+    else:
+        return events, None
+    assert sent_close_code(conn) == code
+    return events, code
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    messages=st.lists(streamed_messages(), min_size=1, max_size=3),
+    takeover=st.booleans(),
+    bound=st.sampled_from([1, 7, 1000, MAX_PIECE_SIZE]),
+    limit=st.none() | st.integers(0, 3000),
+    damage=st.none() | st.tuples(st.integers(0, 10_000), st.integers(1, 255)),
+)
+def test_a_whole_frame_inflated_in_one_step_as_piece_by_piece(
+    messages: list[StreamedMessage],
+    takeover: bool,
+    bound: int,
+    limit: int | None,
+    damage: tuple[int, int] | None,
+) -> None:
+    # A message in one frame of at most 4 KiB, here whole, is inflated in one
+    # step (decode_message()); read a byte at a time, the same frames go
+    # piece by piece. Same events, same errors, however the peer compressed
+    # (BFINAL blocks, fresh streams within a payload), whatever the limit,
+    # and for corrupt data (a byte of a payload changed) too.
+    payloads = peer_payloads(messages, takeover)
+    if damage is not None:
+        at, flip = damage
+        index = at % len(payloads)
+        payload = bytearray(payloads[index])
+        if payload:
+            payload[at % len(payload)] ^= flip
+            payloads[index] = bytes(payload)
+    wire = b"".join(
+        compressed_frames(payload, text=text)
+        for payload, (text, _, _, _, _) in zip(payloads, messages, strict=True)
+    )
+    with piece_bounds(bound):
+        at_once = outcome(inflating_client(limit, stream=False, nct=not takeover), [wire])
+        by_bytes = outcome(
+            inflating_client(limit, stream=False, nct=not takeover), fragments_of(wire, 1)
+        )
+    assert at_once == by_bytes
+    if damage is None and limit is None:
+        assert at_once == ([expected(data, text) for text, data, _, _, _ in messages], None)
+
+
+def test_an_empty_compressed_message_in_pieces_is_empty() -> None:
+    # In one frame, decode_message() takes it; in two (empty) frames, decode() does.
+    for cuts in ([], [0]):
+        conn = inflating_client(stream=False)
+        assert drain(conn, compressed_frames(b"", text=True, cuts=cuts)) == [Message(data="")]
+
+
+def test_a_bug_in_inflating_a_whole_message_is_1011(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object, **kwargs: object) -> bytes:
+        raise ValueError("a bug")
+
+    monkeypatch.setattr(PerMessageDeflate, "decode_message", broken)
+    conn = inflating_client(stream=False)
+    with pytest.raises(RemoteProtocolError) as exc:
+        drain(conn, compressed_frames(raw_deflate(b"hello")))
+    assert exc.value.code == CloseCode.INTERNAL_ERROR
+    assert sent_close_code(conn) == CloseCode.INTERNAL_ERROR
 
 
 # -- 4. errors --------------------------------------------------------------------

@@ -214,6 +214,75 @@ class PerMessageDeflate(Extension):
         self._text = text
         return self._output(data, max_size)
 
+    def decode_message(self, data: bytes, *, text: bool, max_size: int | None) -> bytes:
+        """Inflate a whole message that came in one frame of at most 4 KiB.
+
+        The connection's shortcut for the commonest compressed message: the
+        same bytes, errors and state as :meth:`decode` of it as the last
+        piece and then :meth:`decode_more` until nothing is pending, joined,
+        but with the payload and the tail in one zlib call and none of the
+        bookkeeping between pieces. zlib is stopped at the same output
+        bounds (``MAX_PIECE_SIZE``, and ``max_size + 1`` in all), so what
+        it accepts cannot differ either (see _COMPRESSED_PIECE in the
+        connection). Returns more than ``max_size`` bytes only to say the
+        read limit was passed.
+
+        Raises:
+            RemoteProtocolError: the data is not valid DEFLATE.
+        """
+        if not data:
+            # An empty compressed message: no DEFLATE data at all (see decode()).
+            self._end_message()
+            return b""
+        output = []
+        size = 0
+        # "Append 4 octets of 0x00 0x00 0xff 0xff to the tail end of the
+        # payload of the message." -- RFC 7692 §7.2.2. They close the empty
+        # stored block whose header ends the payload; no output, no
+        # back-reference, so one call or two inflate the same.
+        source = data + _TAIL
+        try:
+            while True:
+                # decode() and decode_more() stop zlib at each MAX_PIECE_SIZE
+                # of output, and at max_size + 1 bytes in all: here too.
+                want = MAX_PIECE_SIZE - size % MAX_PIECE_SIZE
+                if max_size is not None:
+                    if size > max_size:
+                        break  # past the read limit: the connection fails it
+                    want = min(want, max_size + 1 - size)
+                decompressor = self._decompressor
+                if decompressor is None:
+                    decompressor = self._decompressor = zlib.decompressobj(
+                        -max(self.remote_max_window_bits, 9)
+                    )
+                out = decompressor.decompress(source, want)
+                if out:
+                    output.append(out)
+                    size += len(out)
+                if decompressor.eof:
+                    # A BFINAL block ended the stream; what follows starts a
+                    # new one (see _inflate). If it ended with the payload,
+                    # the tail closes no block: decode() skips it too.
+                    self._decompressor = None
+                    source = decompressor.unused_data
+                    if not source or source == _TAIL:
+                        break
+                else:
+                    source = decompressor.unconsumed_tail
+                    if not source and len(out) < want:
+                        break  # all read, all out; else zlib may hold more
+        except zlib.error:
+            self._decompressor = None
+            self._received = 0
+            raise RemoteProtocolError(
+                CloseCode.INVALID_FRAME_PAYLOAD_DATA if text else CloseCode.PROTOCOL_ERROR,
+                "invalid compressed data",
+            ) from None
+        self._end_message()
+        if len(output) == 1:
+            return output[0]
+        return b"".join(output)
+
     @property
     def decode_pending(self) -> bool:
         """Whether the piece last given to :meth:`decode` may hold more output."""
