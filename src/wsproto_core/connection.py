@@ -378,7 +378,8 @@ class Connection:
         self._inflaters = {
             rsv: decoders[0][0]
             for rsv, decoders in self._decoders_by_rsv.items()
-            if len(decoders) == 1 and isinstance(decoders[0][0], PerMessageDeflate)
+            # The class itself: a subclass may decode otherwise.
+            if len(decoders) == 1 and type(decoders[0][0]) is PerMessageDeflate
         }
 
     # -- properties -------------------------------------------------------------
@@ -1001,10 +1002,11 @@ class Connection:
         messages is a few writes, not thousands.
 
         Args:
-            mask_limit: a client masks at most this many bytes of a payload
-                of 64 KiB or more in this call and leaves the rest queued
-                (:attr:`has_data_to_send` stays true until all of it is
-                taken). A blocking writer that sends each call's buffers
+            mask_limit: a client masks at most this many bytes of a
+                ``bytes`` payload of 64 KiB or more in this call (any other
+                payload was masked when queued: it could have changed since)
+                and leaves the rest queued (:attr:`has_data_to_send` stays
+                true until all of it is taken). A blocking writer that sends each call's buffers
                 before the next call then sends bytes masked a moment ago,
                 still in the CPU's cache: with pieces of 48 KiB,
                 ``wsproto_sync`` echoes 1 MiB messages a fifth faster than
