@@ -161,8 +161,6 @@ class _LaterMasked:
             end = start + limit
         self.taken = end
         if start == 0:
-            if end == size:
-                return mask_frame(self.header, self.payload, self.key)
             return mask_frame(self.header, self.view[:end], self.key)
         # The key's phase continues where the last piece stopped (RFC 6455 §5.3: j MOD 4).
         return apply_mask(self.view[start:end], self.key, start)
@@ -1006,12 +1004,12 @@ class Connection:
                 ``bytes`` payload of 64 KiB or more in this call (any other
                 payload was masked when queued: it could have changed since)
                 and leaves the rest queued (:attr:`has_data_to_send` stays
-                true until all of it is taken). A blocking writer that sends each call's buffers
-                before the next call then sends bytes masked a moment ago,
-                still in the CPU's cache: with pieces of 48 KiB,
-                ``wsproto_sync`` echoes 1 MiB messages a fifth faster than
-                with each masked whole into fresh memory. ``None`` masks
-                all that is queued.
+                true until all of it is taken). A blocking writer that sends
+                each call's buffers before the next call then sends bytes
+                masked a moment ago, still in the CPU's cache: with pieces
+                of 48 KiB, ``wsproto_sync`` echoes 1 MiB messages a fifth
+                faster than with each masked whole into fresh memory.
+                ``None`` masks all that is queued.
 
         Raises:
             ValueError: ``mask_limit`` is not positive.
@@ -1057,14 +1055,6 @@ class Connection:
         and whatever was queued after it, stays queued in order.
         """
         out = self._out
-        first = out[0]
-        if limit is not None and type(first) is _LaterMasked:
-            # The usual case, once per piece: the next piece of the frame being sent.
-            piece = first.take(limit)
-            if first.done:
-                del out[0]
-                self._later = any(isinstance(each, _LaterMasked) for each in out)
-            return [piece]
         taken: list[bytes] = []
         for index, item in enumerate(out):
             if not isinstance(item, _LaterMasked):

@@ -250,11 +250,7 @@ class PerMessageDeflate(Extension):
                     if size > max_size:
                         break  # past the read limit: the connection fails it
                     want = min(want, max_size + 1 - size)
-                decompressor = self._decompressor
-                if decompressor is None:
-                    decompressor = self._decompressor = zlib.decompressobj(
-                        -max(self.remote_max_window_bits, 9)
-                    )
+                decompressor = self._open_decompressor()
                 out = decompressor.decompress(source, want)
                 if out:
                     output.append(out)
@@ -272,12 +268,7 @@ class PerMessageDeflate(Extension):
                     if not source and len(out) < want:
                         break  # all read, all out; else zlib may hold more
         except zlib.error:
-            self._decompressor = None
-            self._received = 0
-            raise RemoteProtocolError(
-                CloseCode.INVALID_FRAME_PAYLOAD_DATA if text else CloseCode.PROTOCOL_ERROR,
-                "invalid compressed data",
-            ) from None
+            raise self._invalid_data(text) from None
         self._end_message()
         if len(output) == 1:
             return output[0]
@@ -327,25 +318,34 @@ class PerMessageDeflate(Extension):
                     output.append(out)
                     want -= len(out)
         except zlib.error:
-            self._decompressor = None
-            self._input = None
-            self._rest = b""
-            self._full = False
-            self._received = 0
-            raise RemoteProtocolError(
-                CloseCode.INVALID_FRAME_PAYLOAD_DATA if self._text else CloseCode.PROTOCOL_ERROR,
-                "invalid compressed data",
-            ) from None
+            raise self._invalid_data(self._text) from None
         if len(output) == 1:
             return output[0]
         return b"".join(output)
 
-    def _inflate(self, data: bytes | memoryview, want: int) -> bytes:
+    def _open_decompressor(self) -> zlib._Decompress:
+        """The decompressor of the stream under way, or a new one."""
         decompressor = self._decompressor
         if decompressor is None:
             decompressor = self._decompressor = zlib.decompressobj(
                 -max(self.remote_max_window_bits, 9)
             )
+        return decompressor
+
+    def _invalid_data(self, text: bool) -> RemoteProtocolError:
+        """Drop the state of the failed message; the error to raise for its data."""
+        self._decompressor = None
+        self._input = None
+        self._rest = b""
+        self._full = False
+        self._received = 0
+        return RemoteProtocolError(
+            CloseCode.INVALID_FRAME_PAYLOAD_DATA if text else CloseCode.PROTOCOL_ERROR,
+            "invalid compressed data",
+        )
+
+    def _inflate(self, data: bytes | memoryview, want: int) -> bytes:
+        decompressor = self._open_decompressor()
         # zlib stops after ``want`` bytes and keeps what it did not read.
         out = decompressor.decompress(data, want)
         if decompressor.eof:
