@@ -8,13 +8,22 @@ handles errors works with every adapter.
 
 from __future__ import annotations
 
-from typing import Any
+import errno
+from typing import Any, NoReturn
 
 import trio
 
 from wsproto_core import Connection, Event, ProxyConnect
 
-__all__ = ["STREAM_GONE", "exchange", "open_tunnel", "os_error", "peer_of", "socket_of"]
+__all__ = [
+    "STREAM_GONE",
+    "exchange",
+    "open_tunnel",
+    "os_error",
+    "peer_of",
+    "raise_stream_error",
+    "socket_of",
+]
 
 #: What trio raises for a stream that failed, or that was closed.
 STREAM_GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
@@ -35,6 +44,17 @@ def os_error(exc: trio.BrokenResourceError | trio.ClosedResourceError) -> OSErro
     if isinstance(exc, trio.ClosedResourceError):
         return ConnectionResetError("the connection is closed")
     return ConnectionResetError(str(exc) or "the connection failed")
+
+
+def raise_stream_error(exc: OSError) -> NoReturn:
+    """Raise what a ``SocketStream`` raises for its socket's ``exc`` (call it in the ``except``).
+
+    For the adapter's own reads and writes of a plain TCP stream's socket,
+    so the errors are the same as through the stream.
+    """
+    if exc.errno == errno.EBADF:  # closed under us (trio's rule: no cause)
+        raise trio.ClosedResourceError("this socket was already closed") from None
+    raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
 
 
 async def exchange(stream: trio.abc.Stream, core: Connection, read_size: int) -> Event:

@@ -67,7 +67,7 @@ from wsproto_core import (
 from wsproto_core.assembly import PieceJoiner
 from wsproto_core.options import opening_request, opening_response
 
-from ._io import STREAM_GONE, socket_of
+from ._io import STREAM_GONE, raise_stream_error, socket_of
 
 __all__ = ["Conn", "MessageReader", "MessageWriter"]
 
@@ -155,9 +155,11 @@ class Conn:
         self.latency: float | None = None
         """Seconds between the last keepalive Ping and its Pong, once measured."""
         sock = socket_of(stream)
-        # A plain TCP stream lets a large message be read straight into
-        # place (Connection.payload_buffer); through TLS, trio's stream only.
-        self._recv_into = sock.recv_into if type(stream) is trio.SocketStream else None
+        # A plain TCP stream's socket is read and written directly, as its
+        # SocketStream would, without that layer (a few microseconds a
+        # message), and lets a large message be read straight into place
+        # (Connection.payload_buffer); through TLS, the stream only.
+        self._sock = sock if type(stream) is trio.SocketStream else None
         self.local_addr: Any = sock.getsockname() if sock is not None else None
         """The address of this end (gorilla: ``LocalAddr``), if the stream has a socket."""
         self.remote_addr: Any = sock.getpeername() if sock is not None else None
@@ -347,7 +349,7 @@ class Conn:
                     # every trio read is, and shielded, so the event is kept.
                     await trio.lowlevel.cancel_shielded_checkpoint()
                 return event
-            view = self._proto.payload_buffer() if self._recv_into is not None else None
+            view = self._proto.payload_buffer() if self._sock is not None else None
             got = await self._receive(view)
             received = True
             if not got:
@@ -369,10 +371,10 @@ class Conn:
                 await self._keepalive_step()
                 wake = min(wake, self._keepalive_due())
             try:
+                if wake == math.inf:  # the usual case: no cancel scope to set up
+                    return await self._receive_now(view)
                 with trio.move_on_at(wake):
-                    if view is None:
-                        return await self._stream.receive_some(self._read_size)
-                    return await self._receive_into(view)
+                    return await self._receive_now(view)
             except STREAM_GONE:
                 if not self._closed:  # not closed by another task: the peer vanished
                     self._read_error = CloseError(CloseCode.ABNORMAL_CLOSURE)
@@ -382,14 +384,18 @@ class Conn:
                 self._read_error = error
                 raise error
 
-    async def _receive_into(self, view: memoryview) -> int:
-        # As SocketStream.receive_some, which has no recv_into: a socket's
-        # error is the stream's (and cancelling loses nothing, as there).
-        assert self._recv_into is not None
+    async def _receive_now(self, view: memoryview | None) -> bytes | bytearray | int:
+        sock = self._sock
+        if sock is None:
+            return await self._stream.receive_some(self._read_size)
+        # As SocketStream.receive_some (which has no recv_into): a socket's
+        # error is the stream's, and cancelling loses nothing.
         try:
-            return await self._recv_into(view)  # type: ignore[no-any-return]
+            if view is None:
+                return await sock.recv(self._read_size)  # type: ignore[no-any-return]
+            return await sock.recv_into(view)  # type: ignore[no-any-return]
         except OSError as exc:
-            raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
+            raise_stream_error(exc)
 
     async def _finish_closing(self) -> None:
         """Send the Close echo (or the Close failing the connection), then close the stream.
@@ -628,7 +634,11 @@ class Conn:
 
     async def _send_all(self, data: bytes) -> None:
         try:
-            await self._stream.send_all(data)
+            sock = self._sock
+            if sock is None:
+                await self._stream.send_all(data)
+            else:
+                await _send_all_to(sock, data)
         except BaseException as exc:
             # Cancelled or failed part way: a frame may be cut in half, so
             # nothing can follow it. Fail cleanly: close the stream.
@@ -765,6 +775,18 @@ class Conn:
 
     def __repr__(self) -> str:
         return f"<Conn {self._proto.role.value} {self.remote_addr!r} {self._proto.state.name}>"
+
+
+async def _send_all_to(sock: Any, data: bytes) -> None:
+    """As ``SocketStream.send_all()``, for a frame: send it all, a socket's error the stream's."""
+    try:
+        sent = await sock.send(data)
+        if sent < len(data):  # the socket's buffer is full: the rest when it drains
+            with memoryview(data) as view:
+                while sent < len(view):
+                    sent += await sock.send(view[sent:])
+    except OSError as exc:
+        raise_stream_error(exc)
 
 
 def _write_error_of(exc: BaseException) -> BaseException:
