@@ -135,8 +135,8 @@ class Conn:
         self.write_buffer_pool = write_buffer_pool
         self._send_lock = _SendLock()
         self._reading = False
-        # Where close_gracefully() waits while another task reads.
-        self._reader_left = trio.lowlevel.ParkingLot()
+        # Where close_gracefully() waits while another task reads (made then).
+        self._reader_left: trio.lowlevel.ParkingLot | None = None
         self._writing = False
         self._read_error: BaseException | None = None
         self._write_error: BaseException | None = None
@@ -759,6 +759,8 @@ class Conn:
                     if self._reading:
                         # Reading too would raise ConcurrencyError, and take
                         # messages from that task: it reads up to the Close.
+                        if self._reader_left is None:
+                            self._reader_left = trio.lowlevel.ParkingLot()
                         await self._reader_left.park()
                     else:
                         await self.read_message()
