@@ -422,7 +422,9 @@ class Conn:
                 # if the stream can, and drop what the peer sends until it
                 # closes too, for a bounded time.
                 send_eof = getattr(self._stream, "send_eof", None)
-                if send_eof is not None:
+                # Not under a writer stuck part way through a frame (it
+                # holds the send lock): the stream closes after the wait.
+                if send_eof is not None and not self._send_lock.locked():
                     with suppress(*STREAM_GONE, trio.BusyResourceError):
                         await send_eof()
                     await self._drain(_LINGER)
@@ -795,6 +797,9 @@ class _SendLock:
     def __init__(self) -> None:
         self._held = False
         self._waiting: trio.lowlevel.ParkingLot | None = None
+
+    def locked(self) -> bool:
+        return self._held
 
     def acquire_nowait(self) -> None:
         if self._held:
