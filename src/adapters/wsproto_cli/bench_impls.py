@@ -1385,22 +1385,31 @@ async def _connect_raw_asyncio(url: str, options: Options) -> AsyncClient:
 
 
 class _RawTrioStream:
-    """Prefixed messages over a trio stream; a read awaits ``receive_some()`` when it must wait."""
+    """Prefixed messages over a trio stream's socket, the layer ``wsproto_trio`` uses.
+
+    A read awaits the trio socket's ``recv()`` when it must wait: the least
+    any trio library does (``SocketStream`` adds its own layer on top).
+    """
 
     def __init__(self, stream: trio.SocketStream) -> None:
         self.stream = stream
+        self._socket = stream.socket
         self._buffer = bytearray()
 
     async def read(self) -> tuple[int, bytes]:
         while (message := _raw_message(self._buffer)) is None:
-            chunk = await self.stream.receive_some(_RAW_READ)
+            chunk = await self._socket.recv(_RAW_READ)
             if not chunk:
                 raise EOFError("the peer closed the connection")
             self._buffer += chunk
         return message
 
     async def write(self, kind: int, message: Payload) -> None:
-        await self.stream.send_all(_raw_frame(kind, message))
+        frame = _raw_frame(kind, message)
+        sent = await self._socket.send(frame)
+        with memoryview(frame) as view:
+            while sent < len(view):
+                sent += await self._socket.send(view[sent:])
 
 
 def _serve_raw_trio(options: Options, ready: Ready) -> None:
@@ -1408,7 +1417,7 @@ def _serve_raw_trio(options: Options, ready: Ready) -> None:
 
     async def echo(socket_stream: trio.SocketStream) -> None:
         stream = _RawTrioStream(socket_stream)
-        with suppress(EOFError, trio.BrokenResourceError, trio.ClosedResourceError):
+        with suppress(EOFError, OSError, trio.BrokenResourceError, trio.ClosedResourceError):
             while True:
                 kind, data = await stream.read()
                 await stream.write(kind, data)
@@ -1719,8 +1728,8 @@ IMPLS: dict[str, Impl] = {
             compression=False,
             websocket=False,
             only=("W2",),
-            note="not WebSocket: raw_tcp's messages over trio's SocketStream; what a trio "
-            "library can reach in W2, not a peer",
+            note="not WebSocket: raw_tcp's messages over a trio socket, each read awaiting "
+            "recv() when it must wait; what a trio library can reach in W2, not a peer",
         ),
         Impl(
             "wsproto",
