@@ -113,6 +113,7 @@ class Bridge(asyncio.BufferedProtocol):
         "_ended",
         "_flush_scheduled",
         "_in_place",
+        "_looked",
         "_loop",
         "_lost",
         "_lost_exc",
@@ -171,6 +172,9 @@ class Bridge(asyncio.BufferedProtocol):
         self._queue_full = False
         self._answer_backlog = 0
         self._unread_messages = 0  # message events queued and not yet read
+        # parse_next() found no event, and nothing arrived since: waiter()
+        # need not parse again (a reader that waits does both, in a row).
+        self._looked = False
         #: ``loop.time()`` of the last bytes received: the peer was alive then.
         self.last_received = 0.0
         self._closing = False
@@ -294,6 +298,7 @@ class Bridge(asyncio.BufferedProtocol):
 
     def process(self, *, flush: bool = True) -> None:
         """Parse up to the first unread message event, and send what the core queued."""
+        self._looked = False
         if not self._unread_messages:
             self._parse()
         self._settle(flush=flush)
@@ -363,6 +368,9 @@ class Bridge(asyncio.BufferedProtocol):
             self._settle()
             return None
         if event is None:
+            # Parsing that yields no event changes nothing _settle() minds:
+            # it queues no answer, reads no Close, leaves reading as it was.
+            self._looked = True
             return None
         if type(event) in _MESSAGE_EVENTS:
             # Taken at once: the queue stays empty, reading stays on (less is
@@ -409,12 +417,15 @@ class Bridge(asyncio.BufferedProtocol):
             return None
         if self.error is not None:
             raise self.error
-        self._parse()  # the reader asks: parse the next event, if it is here
-        self._settle()
-        if self.events:
-            return None
-        if self.error is not None:
-            raise self.error
+        if self._looked:
+            self._looked = False
+        else:
+            self._parse()  # the reader asks: parse the next event, if it is here
+            self._settle()
+            if self.events:
+                return None
+            if self.error is not None:
+                raise self.error
         if self._flush_scheduled:
             self.flush()  # the task waits: what it wrote goes now, not a turn later
         self._wrote = False  # and its next write comes in a later turn
