@@ -1407,9 +1407,10 @@ class _RawTrioStream:
     async def write(self, kind: int, message: Payload) -> None:
         frame = _raw_frame(kind, message)
         sent = await self._socket.send(frame)
-        with memoryview(frame) as view:
-            while sent < len(view):
-                sent += await self._socket.send(view[sent:])
+        if sent < len(frame):  # the socket's buffer is full: the rest when it drains
+            with memoryview(frame) as view:
+                while sent < len(view):
+                    sent += await self._socket.send(view[sent:])
 
 
 def _serve_raw_trio(options: Options, ready: Ready) -> None:
