@@ -88,14 +88,18 @@ def test_raw_tcp_is_the_limit_not_a_peer() -> None:
     assert re.search(r"^  n/a \(not WebSocket\): raw_tcp$", out, re.M), out
 
 
-def test_awaited_read_floors_run_w2_only() -> None:
-    result = run("--impls", "raw_asyncio", "raw_trio", "aiohttp", "--workloads", "W2", "W3")
+def test_w2_references_run_w2_only() -> None:
+    # The floors of an awaited read, and the core answering from asyncio's callbacks.
+    references = ("raw_asyncio", "raw_trio", "core_callbacks")
+    result = run("--impls", *references, "aiohttp", "--workloads", "W2", "W3")
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    for key in ("raw_asyncio", "raw_trio"):  # a figure, not an error (a peer's error passes)
+    for key in references:  # a figure, not an error (a peer's error passes)
         assert re.search(rf"^  {key} +[\d,.]+ ", out, re.M), out
-    assert "vs best peer (aiohttp)" in out  # neither is a peer
-    assert re.search(r"^  n/a \(runs W2 only\): raw_asyncio, raw_trio$", out, re.M), out
+    assert "vs best peer (aiohttp)" in out  # none is a peer
+    assert re.search(
+        r"^  n/a \(runs W2 only\): raw_asyncio, raw_trio, core_callbacks$", out, re.M
+    ), out
 
 
 def test_ratios_follow_the_direction_of_each_metric() -> None:

@@ -511,7 +511,8 @@ def run_bench(args: argparse.Namespace, out: TextIO | None = None) -> int:
         for impl in IMPLS.values():
             why = impl.unavailable()
             state = f"; not available: {why}" if why else ""
-            out.write(f"{impl.key:<16} {impl.package} ({'ours' if impl.ours else 'peer'}{state})\n")
+            kind = "ours" if impl.ours else "peer" if impl.websocket else "reference"
+            out.write(f"{impl.key:<16} {impl.package} ({kind}{state})\n")
         return 0
     settings = _settings(args)
     workloads = _select(args.workloads, WORKLOADS, "workloads")

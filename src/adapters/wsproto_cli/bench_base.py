@@ -650,8 +650,9 @@ class Impl:
         serve_broadcast: runs the broadcast server (see
             :mod:`wsproto_cli.bench_impls`), as :attr:`serve` does the echo.
         requires: why it can't run here besides a missing module (``None``: it can).
-        websocket: it speaks WebSocket; raw TCP doesn't, and is shown as the
-            limit of W2 to W4, not as a peer.
+        websocket: it counts as a WebSocket library, ours or a peer. The
+            references don't: raw TCP, the floors of an awaited read and the
+            core driven from callbacks are shown as limits, never as peers.
         version_of: its version, if not the installed distribution's.
         only: the workloads it runs, if not every one it can (``()``: all).
     """

@@ -39,6 +39,8 @@ from pathlib import Path
 from time import perf_counter
 from typing import IO, TYPE_CHECKING, Any
 
+import wsproto_core
+
 from .bench_base import (
     CLOSE_TIMEOUT,
     HOST,
@@ -1285,20 +1287,30 @@ def _connect_raw_tcp(url: str, options: Options, timeout: float) -> SyncClient:
 # these naive streams (a send per message, copies to join) are no ceiling.
 
 
-class _RawAsyncioStream(asyncio.Protocol):
-    """Prefixed messages over an asyncio transport; a read awaits a future when it must wait."""
+class _RawAsyncioStream(asyncio.BufferedProtocol):
+    """Prefixed messages over an asyncio transport; a read awaits a future when it must wait.
+
+    A buffered protocol, as ``wsproto_asyncio``'s: the transport reads into
+    one buffer kept for the connection, where ``data_received()`` would get
+    a fresh ``bytes`` of each read (asyncio's selector loop allocates 256 KiB
+    for every ``recv()`` and shrinks it), which costs more than the floor.
+    """
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self._buffer = bytearray()
+        self._incoming = memoryview(bytearray(_RAW_READ))
         self._waiter: asyncio.Future[None] | None = None
         self._ended = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # a TCP transport
 
-    def data_received(self, data: bytes) -> None:
-        self._buffer += data
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._incoming
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._buffer += self._incoming[:nbytes]
         self._wake()
 
     def eof_received(self) -> bool:
@@ -1451,6 +1463,182 @@ async def _open_raw_trio(url: str, options: Options) -> AsyncIterator[AsyncClien
     stream = await trio.open_tcp_stream(HOST, port)
     async with stream:
         yield _RawTrioClient(_RawTrioStream(stream))
+
+
+# -- the core in asyncio's callbacks: what a listener API could reach ----------------
+#
+# Not one of our adapters: wsproto_core driven from an asyncio buffered
+# protocol, each message answered in the callback that read it, with no
+# task and no future per message, as picows does. W2 only: it measures what
+# a callback API in picows' style (which wsproto_asyncio does not have)
+# would reach over the same core, against raw_asyncio's awaited reads.
+
+_CORE_CAPTURE, _CORE_ROUND_TRIPS = range(2)
+
+
+class _CoreCallbacks(asyncio.BufferedProtocol):
+    """A connection of wsproto_core in an asyncio protocol; subclasses handle the events."""
+
+    def __init__(self, ws: wsproto_core.Connection) -> None:
+        self.ws = ws
+        self.transport: asyncio.Transport | None = None
+        self._incoming = memoryview(bytearray(_RAW_READ))
+        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # a TCP transport
+        self.flush()  # a client's handshake request
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._incoming
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.ws.receive_data(self._incoming[:nbytes])
+        self._handle_events()
+
+    def eof_received(self) -> bool:
+        self.ws.receive_eof()
+        self._handle_events()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.lost.done():
+            self.lost.set_result(None)
+
+    def _handle_events(self) -> None:
+        ws = self.ws
+        # A broken request or frame: the core queued the answer (an HTTP error, a Close).
+        with suppress(wsproto_core.HandshakeError, wsproto_core.RemoteProtocolError):
+            while (event := ws.next_event()) is not None:
+                self.on_event(event)
+        self.flush()
+
+    def on_event(self, event: wsproto_core.Event) -> None:
+        """Handle one event of the core; what it queues is sent after the last one."""
+
+    def flush(self) -> None:
+        """Send what the core queued; close the TCP connection when the core says so."""
+        assert self.transport is not None
+        if data := self.ws.data_to_send():
+            self.transport.write(data)
+        if self.ws.close_expected():
+            self.transport.close()
+
+
+class _CoreEchoServer(_CoreCallbacks):
+    ws: wsproto_core.ServerConnection
+
+    def __init__(self, options: Options) -> None:
+        super().__init__(wsproto_core.ServerConnection(max_message_size=options.read_limit))
+
+    def on_event(self, event: wsproto_core.Event) -> None:
+        if isinstance(event, wsproto_core.Message):
+            self.ws.send_message(event.message_type, event.data)
+        elif isinstance(event, wsproto_core.HandshakeRequest):
+            self.ws.accept()
+
+
+def _serve_core_callbacks(options: Options, ready: Ready) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(lambda: _CoreEchoServer(options), HOST, 0)
+        ready(server.sockets[0].getsockname()[1])
+        await stdin_closed_async()
+        server.close()
+
+    run_asyncio(main())
+
+
+class _CoreClientConnection(_CoreCallbacks):
+    """Runs the workloads in the callbacks: the next send happens in ``on_event()``."""
+
+    def __init__(self, url: str, options: Options) -> None:
+        super().__init__(wsproto_core.ClientConnection(url, max_message_size=options.read_limit))
+        self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.mode = _CORE_CAPTURE
+        self.count = 0
+        self.start = self.end = self.elapsed = 0.0
+        self.message: Payload = b""
+        self.done: asyncio.Future[Payload | None] | None = None
+
+    def on_event(self, event: wsproto_core.Event) -> None:
+        if isinstance(event, wsproto_core.Message):
+            if self.mode == _CORE_ROUND_TRIPS:
+                self.count += 1
+                if (now := perf_counter()) < self.end:
+                    self.ws.send_message(event.message_type, self.message)
+                    return
+                self.elapsed = now - self.start
+                self._finish(None)
+            else:
+                self._finish(event.data)
+        elif isinstance(event, wsproto_core.HandshakeResponse):
+            self.opened.set_result(None)
+
+    def _finish(self, result: Payload | None) -> None:
+        if self.done is not None and not self.done.done():
+            self.done.set_result(result)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        for future in (self.opened, self.done):
+            if future is not None and not future.done():
+                future.set_exception(ConnectionResetError("the connection was lost"))
+                future.exception()  # a waiter still gets it; if it timed out, no warning
+
+
+class _CoreCallbacksClient(AsyncClient):
+    def __init__(self, conn: _CoreClientConnection) -> None:
+        self._conn = conn
+
+    def _start(self, mode: int, message: Payload) -> asyncio.Future[Payload | None]:
+        conn = self._conn
+        conn.mode = mode
+        conn.count = 0
+        conn.message = message
+        conn.done = asyncio.get_running_loop().create_future()
+        types = wsproto_core.MessageType
+        conn.ws.send_message(types.TEXT if isinstance(message, str) else types.BINARY, message)
+        return conn.done
+
+    async def exchange(self, message: Payload) -> Payload:
+        done = self._start(_CORE_CAPTURE, message)
+        self._conn.flush()
+        echo = await done
+        assert echo is not None
+        return echo
+
+    async def round_trips(self, message: Payload, duration: float) -> tuple[int, float]:
+        conn = self._conn
+        done = self._start(_CORE_ROUND_TRIPS, message)
+        conn.start = perf_counter()
+        conn.end = conn.start + duration
+        conn.flush()
+        await done
+        return conn.count, conn.elapsed
+
+    async def pipelined(self, message: Payload, count: int) -> float:
+        raise BenchError("core_callbacks runs W2 only")
+
+    async def close(self) -> None:
+        conn = self._conn
+        conn.ws.send_close()
+        conn.flush()
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await conn.lost
+        finally:
+            assert conn.transport is not None
+            conn.transport.abort()
+
+
+async def _connect_core_callbacks(url: str, options: Options) -> AsyncClient:
+    loop = asyncio.get_running_loop()
+    _, conn = await loop.create_connection(
+        lambda: _CoreClientConnection(url, options), HOST, _port_of(url)
+    )
+    await conn.opened
+    return _CoreCallbacksClient(conn)
 
 
 # -- sans-I/O layers (W1) --------------------------------------------------------------
@@ -1731,6 +1919,20 @@ IMPLS: dict[str, Impl] = {
             only=("W2",),
             note="not WebSocket: raw_tcp's messages over a trio socket, each read awaiting "
             "recv() when it must wait; what a trio library can reach in W2, not a peer",
+        ),
+        Impl(
+            "core_callbacks",
+            "wsproto-core",
+            (),
+            False,
+            _serve_core_callbacks,
+            async_session(_connect_core_callbacks),
+            compression=False,
+            websocket=False,
+            only=("W2",),
+            note="not an adapter: wsproto_core in an asyncio protocol, each message "
+            "answered in the callback that read it, as picows does; what a callback API "
+            "over the same core could reach in W2, not a peer",
         ),
         Impl(
             "wsproto",
