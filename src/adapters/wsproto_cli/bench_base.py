@@ -60,6 +60,7 @@ __all__ = [
     "async_session",
     "event_loop_name",
     "run_asyncio",
+    "serve_asyncio_until_stdin_closes",
     "sync_session",
     "trio_session",
 ]
@@ -932,6 +933,23 @@ class Servers:
 async def stdin_closed_async() -> None:
     """Wait (in asyncio) until the parent process closes our stdin: the signal to stop."""
     await asyncio.to_thread(stdin_closed)
+
+
+def serve_asyncio_until_stdin_closes(
+    start: Callable[[], Awaitable[asyncio.Server]], ready: Ready
+) -> None:
+    """Run the asyncio server that ``start()`` opens, report its port, close it when stdin closes.
+
+    ``start()`` runs in the event loop of this run; its server listens on one socket.
+    """
+
+    async def main() -> None:
+        server = await start()
+        ready(server.sockets[0].getsockname()[1])
+        await stdin_closed_async()
+        server.close()
+
+    run_asyncio(main())
 
 
 def stdin_closed() -> None:

@@ -58,6 +58,7 @@ from .bench_base import (
     TrioEchoClient,
     async_session,
     run_asyncio,
+    serve_asyncio_until_stdin_closes,
     stdin_closed,
     stdin_closed_async,
     sync_session,
@@ -851,16 +852,12 @@ def _serve_picows(options: Options, ready: Ready) -> None:
     from picows import ws_create_server  # type: ignore[import-not-found,unused-ignore]
 
     echo_listener, _ = _picows_listeners()
-
-    async def main() -> None:
-        server = await ws_create_server(
+    serve_asyncio_until_stdin_closes(
+        lambda: ws_create_server(
             lambda request: echo_listener(), HOST, 0, max_frame_size=options.read_limit
-        )
-        ready(server.sockets[0].getsockname()[1])
-        await stdin_closed_async()
-        server.close()
-
-    run_asyncio(main())
+        ),
+        ready,
+    )
 
 
 class _PicowsClient(AsyncClient):
@@ -1358,13 +1355,9 @@ def _serve_raw_asyncio(options: Options, ready: Ready) -> None:
         task.add_done_callback(tasks.discard)
         return stream
 
-    async def main() -> None:
-        server = await asyncio.get_running_loop().create_server(connected, HOST, 0)
-        ready(server.sockets[0].getsockname()[1])
-        await stdin_closed_async()
-        server.close()
-
-    run_asyncio(main())
+    serve_asyncio_until_stdin_closes(
+        lambda: asyncio.get_running_loop().create_server(connected, HOST, 0), ready
+    )
 
 
 class _RawAsyncClient(_RawMessages, AsyncEchoClient):
@@ -1539,14 +1532,10 @@ class _CoreEchoServer(_CoreCallbacks):
 
 
 def _serve_core_callbacks(options: Options, ready: Ready) -> None:
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        server = await loop.create_server(lambda: _CoreEchoServer(options), HOST, 0)
-        ready(server.sockets[0].getsockname()[1])
-        await stdin_closed_async()
-        server.close()
-
-    run_asyncio(main())
+    serve_asyncio_until_stdin_closes(
+        lambda: asyncio.get_running_loop().create_server(lambda: _CoreEchoServer(options), HOST, 0),
+        ready,
+    )
 
 
 class _CoreClientConnection(_CoreCallbacks):
